@@ -1,0 +1,20 @@
+//! The analytics role: event-time windows over each source partition, folded into
+//! per-book figures and published as [`Aggregate`]s when a window closes.
+//!
+//! - [`window`]: tumbling windows and their grace period.
+//! - [`sketch`]: the mergeable distinct-count sketch behind unique counts.
+//! - [`aggregate`]: the published figure and its JSON form.
+//! - [`partition`]: one partition's open windows, lateness and checkpoints.
+//! - [`worker`]: the consumer-group loop that drives it all through the ports.
+
+pub mod aggregate;
+pub mod partition;
+pub mod sketch;
+pub mod window;
+pub mod worker;
+
+pub use aggregate::{Aggregate, Figures, SourceRange};
+pub use partition::{Ingested, PartitionWindows};
+pub use sketch::Sketch;
+pub use window::{parse_duration, Window, WindowSpec};
+pub use worker::{AnalyticsWorker, DeadLetter, StopFlag, WorkerStats};

@@ -1,0 +1,315 @@
+//! The analytics worker: polls the event topics as a group member, folds records into
+//! per-partition windows, publishes closed windows, and commits what is finished.
+//!
+//! Order of effects, which is what makes a `kill -9` at any moment harmless: aggregates and
+//! dead letters are sent and flushed (acknowledged by the bus) first; only then are the
+//! partitions' checkpoints committed. A crash before the commit replays the open windows,
+//! and the sink's upsert ignores what it already has.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::partition::{Ingested, PartitionWindows};
+use super::window::WindowSpec;
+use crate::events::Event;
+use crate::ports::{Clock, ConsumerEvent, GroupConsumer, OffsetCommit, OutgoingRecord, RecordPublisher};
+use crate::topics::{Topic, TopicPartition};
+use crate::Result;
+
+/// A shared stop signal: set it and running loops finish their step and stop cleanly.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A record that cannot be processed, on its way to `analytics.dlq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub origin: TopicPartition,
+    pub offset: i64,
+    pub value: Vec<u8>,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// Header names on dead letters.
+    pub const ORIGIN_TOPIC: &'static str = "folio.origin.topic";
+    pub const ORIGIN_PARTITION: &'static str = "folio.origin.partition";
+    pub const ORIGIN_OFFSET: &'static str = "folio.origin.offset";
+    pub const ERROR: &'static str = "folio.error";
+
+    /// The record to publish: the original value, keyed by the source topic, with the
+    /// origin and reason in headers.
+    pub fn to_record(&self) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: Topic::DeadLetters,
+            key: self.origin.topic.name().as_bytes().to_vec(),
+            value: self.value.clone(),
+            headers: vec![
+                (Self::ORIGIN_TOPIC.into(), self.origin.topic.name().as_bytes().to_vec()),
+                (Self::ORIGIN_PARTITION.into(), self.origin.partition.to_string().into_bytes()),
+                (Self::ORIGIN_OFFSET.into(), self.offset.to_string().into_bytes()),
+                (Self::ERROR.into(), self.reason.clone().into_bytes()),
+            ],
+        }
+    }
+}
+
+/// Counters a worker keeps, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub counted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub replayed: AtomicU64,
+    pub late: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub aggregates_published: AtomicU64,
+    pub windows_open: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+impl WorkerStats {
+    fn bump(c: &AtomicU64, by: u64) {
+        c.fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// The analytics role's loop.
+pub struct AnalyticsWorker {
+    consumer: Box<dyn GroupConsumer>,
+    publisher: Arc<dyn RecordPublisher>,
+    clock: Arc<dyn Clock>,
+    spec: WindowSpec,
+    poll_wait: Duration,
+    partitions: HashMap<TopicPartition, PartitionWindows>,
+    /// Records sent but not yet flushed; re-sent after a failed flush.
+    unflushed: Vec<OutgoingRecord>,
+    stats: Arc<WorkerStats>,
+}
+
+impl AnalyticsWorker {
+    pub fn new(
+        consumer: Box<dyn GroupConsumer>,
+        publisher: Arc<dyn RecordPublisher>,
+        clock: Arc<dyn Clock>,
+        spec: WindowSpec,
+    ) -> Self {
+        // Poll often enough that an idle window closes promptly after its grace period.
+        let poll_wait = Duration::from_millis((spec.length_ms() / 10).clamp(20, 250) as u64);
+        AnalyticsWorker {
+            consumer,
+            publisher,
+            clock,
+            spec,
+            poll_wait,
+            partitions: HashMap::new(),
+            unflushed: Vec::new(),
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `stop` is set, then commits finished work and leaves the group. A failed
+    /// step (broker unavailable) is retried after a pause; nothing is committed for it.
+    pub async fn run(mut self, stop: StopFlag) -> Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_stopped() {
+            match self.step().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    warn!(error = %e, ?backoff, "analytics step failed; retrying");
+                    self.clock.sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Commits every partition's checkpoint and leaves the group.
+    pub async fn shutdown(&mut self) -> Result<()> {
+        if self.flush_pending().await.is_ok() {
+            let commits: Vec<OffsetCommit> = self
+                .partitions
+                .values_mut()
+                .filter_map(|p| {
+                    let tp = p.partition();
+                    p.take_checkpoint(true).map(|c| OffsetCommit {
+                        partition: tp,
+                        offset: c.offset,
+                        metadata: c.metadata,
+                    })
+                })
+                .collect();
+            if !commits.is_empty() {
+                if let Err(e) = self.consumer.commit(&commits).await {
+                    warn!(error = %e, "final commit failed; the next owner replays open windows");
+                }
+            }
+        }
+        self.consumer.leave().await?;
+        info!("analytics worker left its group");
+        Ok(())
+    }
+
+    /// One poll and everything it leads to.
+    pub async fn step(&mut self) -> Result<()> {
+        // Finish what a failed step left before taking more.
+        self.flush_pending().await?;
+        match self.consumer.poll(self.poll_wait).await? {
+            ConsumerEvent::Assigned(list) => {
+                for a in list {
+                    info!(partition = %a.partition, committed = ?a.committed.as_ref().map(|c| c.offset), "partition assigned");
+                    self.partitions.insert(
+                        a.partition,
+                        PartitionWindows::resume(a.partition, self.spec, a.committed.as_ref()),
+                    );
+                }
+            }
+            ConsumerEvent::Revoked(list) => {
+                for tp in list {
+                    info!(partition = %tp, "partition revoked");
+                    self.partitions.remove(&tp);
+                }
+            }
+            ConsumerEvent::Batch(batch) => {
+                let Some(p) = self.partitions.get_mut(&batch.partition) else {
+                    debug!(partition = %batch.partition, "batch for a partition not owned; ignored");
+                    return Ok(());
+                };
+                let mut dead = 0u64;
+                for r in &batch.records {
+                    let reason = match Event::decode(&r.value) {
+                        Err(e) => {
+                            p.skip(r.offset);
+                            Some(format!("undecodable: {e}"))
+                        }
+                        Ok(ev) if ev.topic() != batch.partition.topic => {
+                            p.skip(r.offset);
+                            Some(format!("a {} event does not belong on {}", ev.type_name(), batch.partition.topic))
+                        }
+                        Ok(ev) => match p.ingest(r.offset, &ev) {
+                            Ingested::Counted => {
+                                WorkerStats::bump(&self.stats.counted, 1);
+                                None
+                            }
+                            Ingested::Duplicate => {
+                                WorkerStats::bump(&self.stats.duplicates, 1);
+                                None
+                            }
+                            Ingested::Replayed => {
+                                WorkerStats::bump(&self.stats.replayed, 1);
+                                None
+                            }
+                            Ingested::Late => {
+                                WorkerStats::bump(&self.stats.late, 1);
+                                Some(format!(
+                                    "late: the window of {} closed before the event arrived",
+                                    ev.occurred_at().to_rfc3339()
+                                ))
+                            }
+                            Ingested::Rejected(reason) => Some(reason),
+                        },
+                    };
+                    if let Some(reason) = reason {
+                        dead += 1;
+                        let letter = DeadLetter {
+                            origin: batch.partition,
+                            offset: r.offset,
+                            value: r.value.clone(),
+                            reason,
+                        };
+                        self.unflushed.push(letter.to_record());
+                    }
+                }
+                if dead > 0 {
+                    WorkerStats::bump(&self.stats.dead_lettered, dead);
+                    p.touch();
+                }
+                p.caught_up_with(batch.high_watermark);
+            }
+            ConsumerEvent::Idle => {
+                for p in self.partitions.values_mut() {
+                    p.set_caught_up(true);
+                }
+            }
+        }
+        self.close_and_commit().await
+    }
+
+    async fn close_and_commit(&mut self) -> Result<()> {
+        let now = self.clock.now().timestamp_millis();
+        let mut open = 0;
+        for p in self.partitions.values_mut() {
+            let closed = p.close_due(now);
+            WorkerStats::bump(&self.stats.aggregates_published, closed.len() as u64);
+            for a in closed {
+                self.unflushed.push(OutgoingRecord {
+                    topic: Topic::AggregatedStats,
+                    key: a.key().into_bytes(),
+                    value: a.encode(),
+                    headers: vec![],
+                });
+            }
+            open += p.open_windows() as u64;
+        }
+        self.stats.windows_open.store(open, Ordering::Relaxed);
+        self.flush_pending().await?;
+        let commits: Vec<OffsetCommit> = self
+            .partitions
+            .values_mut()
+            .filter_map(|p| {
+                let tp = p.partition();
+                p.take_checkpoint(false).map(|c| OffsetCommit {
+                    partition: tp,
+                    offset: c.offset,
+                    metadata: c.metadata,
+                })
+            })
+            .collect();
+        if !commits.is_empty() {
+            match self.consumer.commit(&commits).await {
+                Ok(()) => WorkerStats::bump(&self.stats.commits, 1),
+                // A lost partition's next owner replays from the last commit; the sink's
+                // upsert makes that harmless.
+                Err(e) => warn!(error = %e, "commit failed"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_pending(&mut self) -> Result<()> {
+        if self.unflushed.is_empty() {
+            return Ok(());
+        }
+        for r in &self.unflushed {
+            self.publisher.send(r.clone()).await?;
+        }
+        self.publisher.flush().await?;
+        self.unflushed.clear();
+        Ok(())
+    }
+}

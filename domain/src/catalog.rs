@@ -1,0 +1,214 @@
+//! The catalog: books, their files, and paging.
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::BookId;
+use crate::money::{Currency, Money};
+use crate::Error;
+
+/// A book as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Book {
+    pub id: BookId,
+    pub title: String,
+    pub author: String,
+    pub genre: String,
+    pub description: String,
+    pub price: Money,
+    /// The uploaded file, if any.
+    pub file: Option<BookFileInfo>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Book {
+    pub fn is_free(&self) -> bool {
+        self.price.is_zero()
+    }
+}
+
+/// What is known about a book's file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookFileInfo {
+    pub file_name: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+}
+
+/// A validated new book or a full replacement of one (PUT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookDraft {
+    pub title: String,
+    pub author: String,
+    pub genre: String,
+    pub description: String,
+    pub price: Money,
+}
+
+impl BookDraft {
+    /// Validates every field and names each one that is wrong.
+    pub fn new(
+        title: &str,
+        author: &str,
+        genre: &str,
+        description: &str,
+        price_cents: i64,
+        currency: &str,
+        store_currency: Currency,
+    ) -> Result<Self, Error> {
+        let mut problems = Vec::new();
+        let title = required("title", title, 300, &mut problems);
+        let author = required("author", author, 200, &mut problems);
+        let genre = required("genre", genre, 100, &mut problems);
+        let description = description.trim().to_string();
+        if description.chars().count() > 10_000 {
+            problems.push("description must be at most 10000 characters".to_string());
+        }
+        if price_cents < 0 {
+            problems.push("price_cents must not be negative".to_string());
+        }
+        match Currency::parse(currency) {
+            Ok(c) if c != store_currency => problems.push(format!(
+                "currency must be the store's currency {store_currency}, got {c}"
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems.join("; ")));
+        }
+        Ok(BookDraft {
+            title,
+            author,
+            genre,
+            description,
+            price: Money::new(price_cents, store_currency),
+        })
+    }
+}
+
+fn required(field: &str, value: &str, max: usize, problems: &mut Vec<String>) -> String {
+    let v = value.trim();
+    if v.is_empty() {
+        problems.push(format!("{field} must not be empty"));
+    } else if v.chars().count() > max {
+        problems.push(format!("{field} must be at most {max} characters"));
+    }
+    v.to_string()
+}
+
+/// A page request: 1-based page number and page size (1..=100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl PageRequest {
+    pub const MAX_PER_PAGE: u32 = 100;
+
+    pub fn new(page: Option<u32>, per_page: Option<u32>) -> Result<Self, Error> {
+        let page = page.unwrap_or(1);
+        let per_page = per_page.unwrap_or(20);
+        if page == 0 {
+            return Err(Error::invalid("page starts at 1"));
+        }
+        if per_page == 0 || per_page > Self::MAX_PER_PAGE {
+            return Err(Error::invalid(format!(
+                "per_page must be between 1 and {}",
+                Self::MAX_PER_PAGE
+            )));
+        }
+        Ok(PageRequest { page, per_page })
+    }
+
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page - 1) * u64::from(self.per_page)
+    }
+}
+
+/// One page of results and the total count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: u64,
+}
+
+/// A book file's content, as uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookFileUpload {
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl BookFileUpload {
+    /// The largest file the bookstore accepts.
+    pub const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+    pub fn new(file_name: &str, content_type: &str, bytes: Vec<u8>) -> Result<Self, Error> {
+        if bytes.is_empty() {
+            return Err(Error::invalid("the file is empty"));
+        }
+        if bytes.len() > Self::MAX_BYTES {
+            return Err(Error::invalid(format!(
+                "the file is larger than {} bytes",
+                Self::MAX_BYTES
+            )));
+        }
+        let file_name = file_name.trim();
+        if file_name.is_empty()
+            || file_name.len() > 255
+            || file_name.contains(['/', '\\', '"', '\r', '\n'])
+        {
+            return Err(Error::invalid(
+                "file name must be 1 to 255 characters without slashes, quotes or newlines",
+            ));
+        }
+        let content_type = content_type.trim();
+        if !content_type.contains('/') || content_type.len() > 100 {
+            return Err(Error::invalid("content type must look like type/subtype"));
+        }
+        Ok(BookFileUpload {
+            file_name: file_name.to_string(),
+            content_type: content_type.to_string(),
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd() -> Currency {
+        Currency::parse("USD").expect("valid")
+    }
+
+    #[test]
+    fn draft_names_every_problem() {
+        let err = BookDraft::new(" ", "", "Fiction", "", -1, "EUR", usd()).expect_err("invalid");
+        let msg = err.to_string();
+        assert_eq!(
+            msg,
+            "title must not be empty; author must not be empty; price_cents must not be negative; currency must be the store's currency USD, got EUR"
+        );
+    }
+
+    #[test]
+    fn draft_trims_and_keeps_cents() {
+        let d = BookDraft::new(" Dune ", "Herbert", "SF", "", 1999, "USD", usd()).expect("valid");
+        assert_eq!(d.title, "Dune");
+        assert_eq!(d.price.amount_cents, 1999);
+    }
+
+    #[test]
+    fn page_limits() {
+        assert_eq!(PageRequest::new(None, None).map(|p| p.offset()).ok(), Some(0));
+        assert_eq!(PageRequest::new(Some(3), Some(10)).map(|p| p.offset()).ok(), Some(20));
+        assert!(PageRequest::new(Some(0), None).is_err());
+        assert!(PageRequest::new(None, Some(101)).is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! The five user-action events (DESIGN §2) and their JSON form.
+//!
+//! Every event carries a unique `event_id` (UUIDv7), its `type`, `occurred_at` (RFC 3339,
+//! UTC), `book_id`, `user_id` where there is one, and its own fields. The JSON is the
+//! contract with other producers (a Java client or the console producer may write these),
+//! so the schema in `openapi/` is generated from these types and checked by a test.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BookId, EventId, PurchaseId, ReviewId, UserId};
+use crate::money::Money;
+use crate::topics::Topic;
+
+/// What every event has in common.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMeta {
+    pub event_id: EventId,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl EventMeta {
+    /// A fresh id stamped at `at`.
+    pub fn new(at: DateTime<Utc>) -> Self {
+        EventMeta {
+            event_id: EventId::new_at(at),
+            occurred_at: at,
+        }
+    }
+}
+
+/// A user action, as it travels on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A book page was viewed. Anonymous views have no user and still count as views.
+    BookViewed {
+        event_id: EventId,
+        #[serde(with = "rfc3339")]
+        occurred_at: DateTime<Utc>,
+        book_id: BookId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<UserId>,
+    },
+    /// A book file was downloaded.
+    BookDownloaded {
+        event_id: EventId,
+        #[serde(with = "rfc3339")]
+        occurred_at: DateTime<Utc>,
+        book_id: BookId,
+        user_id: UserId,
+    },
+    /// A purchase completed: payment confirmed.
+    BookPurchased {
+        event_id: EventId,
+        #[serde(with = "rfc3339")]
+        occurred_at: DateTime<Utc>,
+        book_id: BookId,
+        user_id: UserId,
+        purchase_id: PurchaseId,
+        price: Money,
+    },
+    /// A review was created (`old_length` absent) or updated (`old_length` is the length of
+    /// the text it replaced). Lengths are in Unicode scalar values; the text itself stays in
+    /// the bookstore.
+    BookReviewed {
+        event_id: EventId,
+        #[serde(with = "rfc3339")]
+        occurred_at: DateTime<Utc>,
+        book_id: BookId,
+        user_id: UserId,
+        review_id: ReviewId,
+        length: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_length: Option<u32>,
+    },
+    /// A rating was created (`old_rating` absent) or updated (`old_rating` is the value it
+    /// replaced). Ratings are 1 to 5.
+    BookRated {
+        event_id: EventId,
+        #[serde(with = "rfc3339")]
+        occurred_at: DateTime<Utc>,
+        book_id: BookId,
+        user_id: UserId,
+        rating: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_rating: Option<u8>,
+    },
+}
+
+impl Event {
+    /// The event of a completed purchase.
+    pub fn purchased(meta: EventMeta, p: &crate::commerce::Purchase) -> Event {
+        Event::BookPurchased {
+            event_id: meta.event_id,
+            occurred_at: meta.occurred_at,
+            book_id: p.book_id,
+            user_id: p.user_id,
+            purchase_id: p.id,
+            price: p.price,
+        }
+    }
+
+    /// The event of a created (`old_length` none) or updated review.
+    pub fn reviewed(meta: EventMeta, r: &crate::feedback::Review, old_length: Option<u32>) -> Event {
+        Event::BookReviewed {
+            event_id: meta.event_id,
+            occurred_at: meta.occurred_at,
+            book_id: r.book_id,
+            user_id: r.user_id,
+            review_id: r.id,
+            length: r.text.chars().count() as u32,
+            old_length,
+        }
+    }
+
+    /// The event of a created (`old` none) or updated rating.
+    pub fn rated(
+        meta: EventMeta,
+        r: &crate::feedback::Rating,
+        old: Option<crate::feedback::Stars>,
+    ) -> Event {
+        Event::BookRated {
+            event_id: meta.event_id,
+            occurred_at: meta.occurred_at,
+            book_id: r.book_id,
+            user_id: r.user_id,
+            rating: r.stars.get(),
+            old_rating: old.map(|s| s.get()),
+        }
+    }
+
+    pub fn meta(&self) -> EventMeta {
+        let (event_id, occurred_at) = match self {
+            Event::BookViewed { event_id, occurred_at, .. }
+            | Event::BookDownloaded { event_id, occurred_at, .. }
+            | Event::BookPurchased { event_id, occurred_at, .. }
+            | Event::BookReviewed { event_id, occurred_at, .. }
+            | Event::BookRated { event_id, occurred_at, .. } => (*event_id, *occurred_at),
+        };
+        EventMeta {
+            event_id,
+            occurred_at,
+        }
+    }
+
+    pub fn event_id(&self) -> EventId {
+        self.meta().event_id
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.meta().occurred_at
+    }
+
+    pub fn book_id(&self) -> BookId {
+        match self {
+            Event::BookViewed { book_id, .. }
+            | Event::BookDownloaded { book_id, .. }
+            | Event::BookPurchased { book_id, .. }
+            | Event::BookReviewed { book_id, .. }
+            | Event::BookRated { book_id, .. } => *book_id,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Event::BookViewed { user_id, .. } => *user_id,
+            Event::BookDownloaded { user_id, .. }
+            | Event::BookPurchased { user_id, .. }
+            | Event::BookReviewed { user_id, .. }
+            | Event::BookRated { user_id, .. } => Some(*user_id),
+        }
+    }
+
+    /// The `type` tag as it appears in JSON and in the record header.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::BookViewed { .. } => "book_viewed",
+            Event::BookDownloaded { .. } => "book_downloaded",
+            Event::BookPurchased { .. } => "book_purchased",
+            Event::BookReviewed { .. } => "book_reviewed",
+            Event::BookRated { .. } => "book_rated",
+        }
+    }
+
+    /// The topic this event is published to.
+    pub fn topic(&self) -> Topic {
+        match self {
+            Event::BookViewed { .. } => Topic::BookViews,
+            Event::BookDownloaded { .. } => Topic::BookDownloads,
+            Event::BookPurchased { .. } => Topic::BookPurchases,
+            Event::BookReviewed { .. } => Topic::BookReviews,
+            Event::BookRated { .. } => Topic::BookRatings,
+        }
+    }
+
+    /// The record key: the decimal book or user id, as the topic catalog says.
+    pub fn key(&self) -> String {
+        match self.topic().keyed_by() {
+            crate::topics::KeyedBy::User => match self.user_id() {
+                Some(u) => u.to_string(),
+                None => self.book_id().to_string(),
+            },
+            _ => self.book_id().to_string(),
+        }
+    }
+
+    /// Checks what serde cannot: ratings are 1..=5, an update's old value is in range too,
+    /// prices are not negative.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.book_id().0 <= 0 {
+            return Err(format!("book_id {} is not positive", self.book_id()));
+        }
+        if let Some(u) = self.user_id() {
+            if u.0 <= 0 {
+                return Err(format!("user_id {u} is not positive"));
+            }
+        }
+        match self {
+            Event::BookRated {
+                rating, old_rating, ..
+            } => {
+                if !(1..=5).contains(rating) {
+                    return Err(format!("rating {rating} is outside 1..=5"));
+                }
+                if let Some(old) = old_rating {
+                    if !(1..=5).contains(old) {
+                        return Err(format!("old_rating {old} is outside 1..=5"));
+                    }
+                }
+                Ok(())
+            }
+            Event::BookPurchased { price, .. } if price.amount_cents < 0 => {
+                Err("price must not be negative".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Decodes and validates one record value.
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        let event: Event = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        event.validate()?;
+        Ok(event)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data with derived impls cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// RFC 3339 in UTC with millisecond precision (`2026-01-02T03:04:05.678Z`). Any RFC 3339
+/// offset is accepted on input and converted to UTC.
+pub mod rfc3339 {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("occurred_at is not RFC 3339: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:30.250Z")
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn purchase_round_trips_through_json() {
+        let e = Event::BookPurchased {
+            event_id: EventId::new_at(at()),
+            occurred_at: at(),
+            book_id: BookId(7),
+            user_id: UserId(3),
+            purchase_id: PurchaseId(11),
+            price: Money::new(1299, Currency::parse("USD").expect("valid")),
+        };
+        let json = String::from_utf8(e.encode()).expect("utf8");
+        assert!(json.contains(r#""type":"book_purchased""#), "{json}");
+        assert!(json.contains(r#""occurred_at":"2026-03-01T12:00:30.250Z""#), "{json}");
+        assert!(json.contains(r#""price":{"amount_cents":1299,"currency":"USD"}"#), "{json}");
+        assert_eq!(Event::decode(json.as_bytes()), Ok(e.clone()));
+        assert_eq!(e.key(), "3");
+        assert_eq!(e.topic(), Topic::BookPurchases);
+    }
+
+    #[test]
+    fn anonymous_view_has_no_user_and_is_keyed_by_book() {
+        let json = r#"{"type":"book_viewed","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T13:00:30+01:00","book_id":42}"#;
+        let e = Event::decode(json.as_bytes()).expect("decodes");
+        assert_eq!(e.user_id(), None);
+        assert_eq!(e.key(), "42");
+        assert_eq!(e.occurred_at(), at() - chrono::Duration::milliseconds(250));
+    }
+
+    #[test]
+    fn undecodable_records_say_why() {
+        assert!(Event::decode(b"not json").is_err());
+        let bad_rating = r#"{"type":"book_rated","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T12:00:00Z","book_id":1,"user_id":2,"rating":6}"#;
+        let err = Event::decode(bad_rating.as_bytes()).expect_err("rating 6");
+        assert!(err.contains("outside 1..=5"), "{err}");
+        let unknown = r#"{"type":"book_burned","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T12:00:00Z","book_id":1}"#;
+        assert!(Event::decode(unknown.as_bytes()).is_err());
+    }
+}

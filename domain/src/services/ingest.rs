@@ -1,0 +1,109 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::analytics::{Aggregate, DeadLetter, StopFlag};
+use crate::ports::{Clock, ConsumerEvent, GroupConsumer, OffsetCommit, RecordPublisher, StatsSink};
+use crate::topics::TopicPartition;
+use crate::Result;
+
+/// Counters of the ingest loop.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub stored: AtomicU64,
+    pub ignored: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// The bookstore's consumer of `analytics.aggregated-stats`: upserts aggregates, then
+/// commits. A crash between the two replays the batch, which the upsert ignores.
+pub struct StatsIngest {
+    consumer: Box<dyn GroupConsumer>,
+    sink: Arc<dyn StatsSink>,
+    dlq: Arc<dyn RecordPublisher>,
+    clock: Arc<dyn Clock>,
+    stats: Arc<IngestStats>,
+}
+
+impl StatsIngest {
+    pub fn new(
+        consumer: Box<dyn GroupConsumer>,
+        sink: Arc<dyn StatsSink>,
+        dlq: Arc<dyn RecordPublisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        StatsIngest {
+            consumer,
+            sink,
+            dlq,
+            clock,
+            stats: Arc::new(IngestStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
+    }
+
+    /// One poll: store what arrived, dead-letter what cannot be read, commit.
+    pub async fn step(&mut self) -> Result<()> {
+        let ConsumerEvent::Batch(batch) = self.consumer.poll(Duration::from_millis(100)).await? else {
+            return Ok(());
+        };
+        let Some(last) = batch.records.last().map(|r| r.offset) else {
+            return Ok(());
+        };
+        let mut aggregates = Vec::with_capacity(batch.records.len());
+        let mut dead = 0;
+        for r in &batch.records {
+            match Aggregate::decode(&r.value) {
+                Ok(a) => aggregates.push(a),
+                Err(e) => {
+                    dead += 1;
+                    let letter = DeadLetter {
+                        origin: batch.partition,
+                        offset: r.offset,
+                        value: r.value.clone(),
+                        reason: format!("undecodable aggregate: {e}"),
+                    };
+                    self.dlq.send(letter.to_record()).await?;
+                }
+            }
+        }
+        if dead > 0 {
+            self.dlq.flush().await?;
+            self.stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+        }
+        let report = self.sink.upsert(&aggregates).await?;
+        self.stats.stored.fetch_add(report.inserted + report.replaced, Ordering::Relaxed);
+        self.stats.ignored.fetch_add(report.ignored, Ordering::Relaxed);
+        self.commit(batch.partition, last + 1).await;
+        Ok(())
+    }
+
+    async fn commit(&mut self, tp: TopicPartition, offset: i64) {
+        let c = [OffsetCommit {
+            partition: tp,
+            offset,
+            metadata: String::new(),
+        }];
+        if let Err(e) = self.consumer.commit(&c).await {
+            warn!(error = %e, partition = %tp, "commit failed; the batch will be replayed and ignored");
+        }
+    }
+
+    /// Runs until `stop` is set, then leaves the group (everything stored is committed).
+    pub async fn run(mut self, stop: StopFlag) -> Result<()> {
+        while !stop.is_stopped() {
+            if let Err(e) = self.step().await {
+                warn!(error = %e, "statistics ingest failed; retrying");
+                self.clock.sleep(Duration::from_secs(1)).await;
+            }
+        }
+        self.consumer.leave().await?;
+        info!("statistics ingest left its group");
+        Ok(())
+    }
+}

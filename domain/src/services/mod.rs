@@ -1,0 +1,21 @@
+//! The bookstore's use cases, written against ports only.
+//!
+//! - [`Bookstore`]: every request-driven use case (accounts, catalog, purchases, downloads,
+//!   reviews, ratings, admin statistics), with authorization checked here as well as at the
+//!   edge.
+//! - [`OutboxRelay`]: moves committed outbox rows onto the bus.
+//! - [`StatsIngest`]: consumes aggregates and upserts them into the statistics sink.
+//! - [`BusEventPublisher`]: the [`crate::ports::EventPublisher`] over any record bus.
+
+mod bookstore;
+mod ingest;
+mod publishing;
+mod relay;
+
+pub use bookstore::{Bookstore, BookstoreDeps, Download, StoreConfig};
+pub use ingest::{IngestStats, StatsIngest};
+pub use publishing::{event_record, BusEventPublisher, EVENT_ID_HEADER, EVENT_TYPE_HEADER};
+pub use relay::OutboxRelay;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The admin read model: per-book statistics, the system overview and popular lists, over a
+//! range of windows. Derived where all aggregates meet (the bookstore's database).
+//!
+//! [`StatsFold`] is the one definition of how aggregates add up. The in-memory store uses
+//! it directly; the SQL store computes the same sums in SQL and merges sketches with it.
+
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use crate::analytics::{Aggregate, Sketch};
+use crate::ids::BookId;
+use crate::money::Money;
+use crate::topics::Topic;
+use crate::Error;
+
+/// A range of windows: those starting at or after `from` and before `to`. Open ends are
+/// unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl TimeRange {
+    pub const ALL: TimeRange = TimeRange { from: None, to: None };
+
+    pub fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Self, Error> {
+        if let (Some(f), Some(t)) = (from, to) {
+            if f >= t {
+                return Err(Error::invalid("`from` must be before `to`"));
+            }
+        }
+        Ok(TimeRange { from, to })
+    }
+
+    pub fn contains(&self, window_start: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| window_start >= f) && self.to.is_none_or(|t| window_start < t)
+    }
+}
+
+/// How popular books are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopularSort {
+    Views,
+    Downloads,
+    Purchases,
+    Revenue,
+}
+
+impl PopularSort {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        match s {
+            "views" => Ok(PopularSort::Views),
+            "downloads" => Ok(PopularSort::Downloads),
+            "purchases" => Ok(PopularSort::Purchases),
+            "revenue" => Ok(PopularSort::Revenue),
+            other => Err(Error::invalid(format!(
+                "sort_by must be one of views, downloads, purchases, revenue; got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One book's figures over a range.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookFigures {
+    pub views: u64,
+    pub anonymous_views: u64,
+    pub downloads: u64,
+    pub purchases: u64,
+    /// Revenue in cents of the store currency.
+    pub revenue_cents: i64,
+    pub reviews: i64,
+    pub review_updates: u64,
+    pub review_length_total: i64,
+    /// Ratings that exist (creates), and rating events (creates and updates).
+    pub ratings: i64,
+    pub rating_events: u64,
+    pub rating_sum: i64,
+    /// Current ratings with 1..=5 stars.
+    pub rating_distribution: [i64; 5],
+    pub unique_viewers: u64,
+    pub unique_downloaders: u64,
+    pub unique_purchasers: u64,
+    pub first_view_at: Option<DateTime<Utc>>,
+    pub last_view_at: Option<DateTime<Utc>>,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+}
+
+impl BookFigures {
+    /// Average rating of the ratings counted, if any.
+    pub fn average_rating(&self) -> Option<f64> {
+        (self.ratings > 0).then(|| self.rating_sum as f64 / self.ratings as f64)
+    }
+
+    pub fn average_review_length(&self) -> Option<f64> {
+        (self.reviews > 0).then(|| self.review_length_total as f64 / self.reviews as f64)
+    }
+}
+
+/// A book's statistics over a range of windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookStats {
+    pub book_id: BookId,
+    pub figures: BookFigures,
+    pub currency: Option<String>,
+}
+
+/// A book's statistics in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookWindow {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub figures: BookFigures,
+}
+
+/// The most viewed book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopBook {
+    pub book_id: BookId,
+    pub title: String,
+    pub views: u64,
+}
+
+/// The genre with the most views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopGenre {
+    pub genre: String,
+    /// Books of the genre in the catalog.
+    pub book_count: u64,
+    pub views: u64,
+}
+
+/// The system overview over a range of windows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overview {
+    pub totals: BookFigures,
+    /// Distinct users behind any event (estimated past the sketch's exact range).
+    pub unique_users: u64,
+    pub books_with_activity: u64,
+    pub most_popular_book: Option<TopBook>,
+    pub top_genre: Option<TopGenre>,
+    pub currency: Option<String>,
+}
+
+/// The overview of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverviewWindow {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub totals: BookFigures,
+    pub unique_users: u64,
+}
+
+/// One entry of a popular list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopularBook {
+    pub rank: u32,
+    pub book_id: BookId,
+    pub title: String,
+    pub views: u64,
+    pub downloads: u64,
+    pub purchases: u64,
+    pub revenue: Option<Money>,
+}
+
+/// Accumulates aggregates into figures. Sums are plain additions; unique counts merge
+/// sketches per topic, so a user seen in two partitions or windows counts once.
+#[derive(Debug, Clone, Default)]
+pub struct StatsFold {
+    pub figures: BookFigures,
+    pub viewers: Sketch,
+    pub downloaders: Sketch,
+    pub purchasers: Sketch,
+    /// Everyone behind any event.
+    pub users: Sketch,
+    pub currency: Option<String>,
+}
+
+impl StatsFold {
+    pub fn add(&mut self, a: &Aggregate) {
+        let f = &a.figures;
+        let b = &mut self.figures;
+        match a.source.topic {
+            Topic::BookViews => {
+                b.views += f.events;
+                b.anonymous_views += f.anonymous;
+                self.viewers.merge(&f.users);
+                b.first_view_at = min_opt(b.first_view_at, f.first_at);
+                b.last_view_at = max_opt(b.last_view_at, f.last_at);
+            }
+            Topic::BookDownloads => {
+                b.downloads += f.events;
+                self.downloaders.merge(&f.users);
+            }
+            Topic::BookPurchases => {
+                b.purchases += f.events;
+                b.revenue_cents += f.revenue_cents;
+                self.purchasers.merge(&f.users);
+                b.last_purchase_at = max_opt(b.last_purchase_at, f.last_at);
+                if let Some(c) = f.currency {
+                    self.currency.get_or_insert_with(|| c.to_string());
+                }
+            }
+            Topic::BookReviews => {
+                b.reviews += f.reviews_created as i64;
+                b.review_updates += f.reviews_updated;
+                b.review_length_total += f.review_length_delta;
+            }
+            Topic::BookRatings => {
+                b.ratings += f.ratings_created as i64;
+                b.rating_events += f.ratings_created + f.ratings_updated;
+                b.rating_sum += f.rating_sum_delta;
+                for (d, x) in b.rating_distribution.iter_mut().zip(f.rating_distribution_delta) {
+                    *d += x;
+                }
+            }
+            Topic::AggregatedStats | Topic::DeadLetters => {}
+        }
+        self.users.merge(&f.users);
+    }
+
+    /// The figures with unique counts filled in from the sketches.
+    pub fn finish(mut self) -> (BookFigures, u64) {
+        self.figures.unique_viewers = self.viewers.estimate();
+        self.figures.unique_downloaders = self.downloaders.estimate();
+        self.figures.unique_purchasers = self.purchasers.estimate();
+        (self.figures, self.users.estimate())
+    }
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Folds aggregates per window start, oldest first.
+pub fn fold_by_window<'a>(aggs: impl IntoIterator<Item = &'a Aggregate>) -> BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> {
+    let mut out: BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> = BTreeMap::new();
+    for a in aggs {
+        out.entry(a.window_start)
+            .or_insert_with(|| (a.window_end, StatsFold::default()))
+            .1
+            .add(a);
+    }
+    out
+}
+
+/// Ranks books by `sort`, then lower id first, and keeps the top `limit`.
+pub fn rank_popular(mut rows: Vec<PopularBook>, sort: PopularSort, limit: u32) -> Vec<PopularBook> {
+    let key = |p: &PopularBook| -> i64 {
+        match sort {
+            PopularSort::Views => p.views as i64,
+            PopularSort::Downloads => p.downloads as i64,
+            PopularSort::Purchases => p.purchases as i64,
+            PopularSort::Revenue => p.revenue.map_or(0, |m| m.amount_cents),
+        }
+    };
+    rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.book_id.cmp(&b.book_id)));
+    rows.truncate(limit as usize);
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.rank = i as u32 + 1;
+    }
+    rows
+}
