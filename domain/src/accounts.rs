@@ -59,7 +59,9 @@ impl Email {
         if valid {
             Ok(Email(e))
         } else {
-            Err(Error::invalid(format!("email {raw:?} is not a valid address")))
+            Err(Error::invalid(format!(
+                "email {raw:?} is not a valid address"
+            )))
         }
     }
 
@@ -112,7 +114,9 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), Error> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::User => Err(Error::Forbidden("this endpoint needs the ADMIN role".into())),
+            Role::User => Err(Error::Forbidden(
+                "this endpoint needs the ADMIN role".into(),
+            )),
         }
     }
 }
@@ -131,8 +135,20 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse(" Ann@Example.ORG ").map(|e| e.0).ok(), Some("ann@example.org".into()));
-        for bad in ["", "ann", "ann@", "@x.org", "ann@org", "a b@x.org", "a@@x.org", "a@x.org."] {
+        assert_eq!(
+            Email::parse(" Ann@Example.ORG ").map(|e| e.0).ok(),
+            Some("ann@example.org".into())
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@x.org",
+            "ann@org",
+            "a b@x.org",
+            "a@@x.org",
+            "a@x.org.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -141,6 +157,9 @@ mod tests {
     fn password_policy() {
         assert!(Password::parse("short").is_err());
         assert!(Password::parse("long enough").is_ok());
-        assert_eq!(format!("{:?}", Password::parse("secret123").ok()), "Some(Password(***))");
+        assert_eq!(
+            format!("{:?}", Password::parse("secret123").ok()),
+            "Some(Password(***))"
+        );
     }
 }

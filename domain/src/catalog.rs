@@ -206,8 +206,14 @@ mod tests {
 
     #[test]
     fn page_limits() {
-        assert_eq!(PageRequest::new(None, None).map(|p| p.offset()).ok(), Some(0));
-        assert_eq!(PageRequest::new(Some(3), Some(10)).map(|p| p.offset()).ok(), Some(20));
+        assert_eq!(
+            PageRequest::new(None, None).map(|p| p.offset()).ok(),
+            Some(0)
+        );
+        assert_eq!(
+            PageRequest::new(Some(3), Some(10)).map(|p| p.offset()).ok(),
+            Some(20)
+        );
         assert!(PageRequest::new(Some(0), None).is_err());
         assert!(PageRequest::new(None, Some(101)).is_err());
     }

@@ -102,7 +102,11 @@ impl Event {
     }
 
     /// The event of a created (`old_length` none) or updated review.
-    pub fn reviewed(meta: EventMeta, r: &crate::feedback::Review, old_length: Option<u32>) -> Event {
+    pub fn reviewed(
+        meta: EventMeta,
+        r: &crate::feedback::Review,
+        old_length: Option<u32>,
+    ) -> Event {
         Event::BookReviewed {
             event_id: meta.event_id,
             occurred_at: meta.occurred_at,
@@ -132,11 +136,31 @@ impl Event {
 
     pub fn meta(&self) -> EventMeta {
         let (event_id, occurred_at) = match self {
-            Event::BookViewed { event_id, occurred_at, .. }
-            | Event::BookDownloaded { event_id, occurred_at, .. }
-            | Event::BookPurchased { event_id, occurred_at, .. }
-            | Event::BookReviewed { event_id, occurred_at, .. }
-            | Event::BookRated { event_id, occurred_at, .. } => (*event_id, *occurred_at),
+            Event::BookViewed {
+                event_id,
+                occurred_at,
+                ..
+            }
+            | Event::BookDownloaded {
+                event_id,
+                occurred_at,
+                ..
+            }
+            | Event::BookPurchased {
+                event_id,
+                occurred_at,
+                ..
+            }
+            | Event::BookReviewed {
+                event_id,
+                occurred_at,
+                ..
+            }
+            | Event::BookRated {
+                event_id,
+                occurred_at,
+                ..
+            } => (*event_id, *occurred_at),
         };
         EventMeta {
             event_id,
@@ -291,8 +315,14 @@ mod tests {
         };
         let json = String::from_utf8(e.encode()).expect("utf8");
         assert!(json.contains(r#""type":"book_purchased""#), "{json}");
-        assert!(json.contains(r#""occurred_at":"2026-03-01T12:00:30.250Z""#), "{json}");
-        assert!(json.contains(r#""price":{"amount_cents":1299,"currency":"USD"}"#), "{json}");
+        assert!(
+            json.contains(r#""occurred_at":"2026-03-01T12:00:30.250Z""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""price":{"amount_cents":1299,"currency":"USD"}"#),
+            "{json}"
+        );
         assert_eq!(Event::decode(json.as_bytes()), Ok(e.clone()));
         assert_eq!(e.key(), "3");
         assert_eq!(e.topic(), Topic::BookPurchases);

@@ -57,7 +57,9 @@ impl Stars {
         if (1..=5).contains(&raw) {
             Ok(Stars(raw as u8))
         } else {
-            Err(Error::invalid(format!("rating must be between 1 and 5, got {raw}")))
+            Err(Error::invalid(format!(
+                "rating must be between 1 and 5, got {raw}"
+            )))
         }
     }
 
@@ -100,6 +102,9 @@ mod tests {
         assert!(Stars::parse(6).is_err());
         assert_eq!(Stars::parse(5).map(Stars::get).ok(), Some(5));
         assert!(ReviewText::parse("   ").is_err());
-        assert_eq!(ReviewText::parse(" héllo ").map(|t| t.length()).ok(), Some(5));
+        assert_eq!(
+            ReviewText::parse(" héllo ").map(|t| t.length()).ok(),
+            Some(5)
+        );
     }
 }

@@ -79,7 +79,11 @@ impl EventId {
     /// A new UUIDv7 whose timestamp is `at` (the event's time, from the [`crate::ports::Clock`]).
     pub fn new_at(at: DateTime<Utc>) -> Self {
         let ms = at.timestamp_millis().max(0) as u64;
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            ((ms % 1000) * 1_000_000) as u32,
+        );
         EventId(uuid::Uuid::new_v7(ts))
     }
 

@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn currency_is_three_upper_case_letters() {
-        assert_eq!(Currency::parse("EUR").map(|c| c.to_string()).ok(), Some("EUR".into()));
+        assert_eq!(
+            Currency::parse("EUR").map(|c| c.to_string()).ok(),
+            Some("EUR".into())
+        );
         assert!(Currency::parse("eur").is_err());
         assert!(Currency::parse("EURO").is_err());
     }

@@ -19,7 +19,9 @@ use crate::events::{Event, EventMeta};
 use crate::feedback::{Rating, RatingUpdate, Review, ReviewText, ReviewUpdate, Stars};
 use crate::ids::{BookId, PurchaseId, UserId};
 use crate::money::Money;
-use crate::stats::{BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange};
+use crate::stats::{
+    BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange,
+};
 use crate::topics::{Topic, TopicPartition};
 use crate::Result;
 
@@ -164,7 +166,12 @@ pub trait UserRepository: Send + Sync {
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>>;
     /// Ensures an ADMIN account with this e-mail and password hash exists: creates it, or
     /// promotes and re-keys the existing account. Safe when two instances start together.
-    async fn ensure_admin(&self, email: &Email, password_hash: &str, at: DateTime<Utc>) -> Result<User>;
+    async fn ensure_admin(
+        &self,
+        email: &Email,
+        password_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<User>;
     async fn count(&self) -> Result<u64>;
 }
 
@@ -203,14 +210,25 @@ pub trait BookFileStore: Send + Sync {
 pub trait PurchaseRepository: Send + Sync {
     /// Creates a pending purchase. [`Error::Duplicate`] if the user already has a pending
     /// or completed one for the book; a failed one is replaced.
-    async fn create_pending(&self, user: UserId, book: BookId, price: Money, at: DateTime<Utc>) -> Result<Purchase>;
+    async fn create_pending(
+        &self,
+        user: UserId,
+        book: BookId,
+        price: Money,
+        at: DateTime<Utc>,
+    ) -> Result<Purchase>;
     async fn get(&self, id: PurchaseId) -> Result<Option<Purchase>>;
     async fn find(&self, user: UserId, book: BookId) -> Result<Option<Purchase>>;
     /// Completes a pending purchase and writes its `book_purchased` event (built by
     /// [`Event::purchased`] with `meta`) to the outbox, atomically. Completing a completed
     /// purchase changes nothing and answers `AlreadyCompleted`, so retried webhooks are
     /// harmless. [`Error::NotFound`] for an unknown id; [`Error::Conflict`] if it failed.
-    async fn complete(&self, id: PurchaseId, payment_ref: &str, meta: EventMeta) -> Result<ConfirmOutcome>;
+    async fn complete(
+        &self,
+        id: PurchaseId,
+        payment_ref: &str,
+        meta: EventMeta,
+    ) -> Result<ConfirmOutcome>;
     /// Marks a pending purchase failed. [`Error::Conflict`] if it already completed.
     async fn fail(&self, id: PurchaseId, payment_ref: &str) -> Result<Purchase>;
 }
@@ -219,10 +237,22 @@ pub trait PurchaseRepository: Send + Sync {
 #[async_trait]
 pub trait ReviewRepository: Send + Sync {
     /// Creates a review and its event (outbox). [`Error::Duplicate`] if one exists.
-    async fn create(&self, book: BookId, user: UserId, text: &ReviewText, meta: EventMeta) -> Result<Review>;
+    async fn create(
+        &self,
+        book: BookId,
+        user: UserId,
+        text: &ReviewText,
+        meta: EventMeta,
+    ) -> Result<Review>;
     /// Replaces the user's review text and writes its event with the old length (outbox).
     /// [`Error::NotFound`] if the user has no review of the book.
-    async fn update(&self, book: BookId, user: UserId, text: &ReviewText, meta: EventMeta) -> Result<ReviewUpdate>;
+    async fn update(
+        &self,
+        book: BookId,
+        user: UserId,
+        text: &ReviewText,
+        meta: EventMeta,
+    ) -> Result<ReviewUpdate>;
     async fn list_for_book(&self, book: BookId, page: PageRequest) -> Result<Page<Review>>;
 }
 
@@ -230,10 +260,22 @@ pub trait ReviewRepository: Send + Sync {
 #[async_trait]
 pub trait RatingRepository: Send + Sync {
     /// Creates a rating and its event (outbox). [`Error::Duplicate`] if one exists.
-    async fn create(&self, book: BookId, user: UserId, stars: Stars, meta: EventMeta) -> Result<Rating>;
+    async fn create(
+        &self,
+        book: BookId,
+        user: UserId,
+        stars: Stars,
+        meta: EventMeta,
+    ) -> Result<Rating>;
     /// Replaces the user's rating and writes its event carrying the old value (outbox),
     /// reading the old value in the same transaction. [`Error::NotFound`] if none.
-    async fn update(&self, book: BookId, user: UserId, stars: Stars, meta: EventMeta) -> Result<RatingUpdate>;
+    async fn update(
+        &self,
+        book: BookId,
+        user: UserId,
+        stars: Stars,
+        meta: EventMeta,
+    ) -> Result<RatingUpdate>;
 }
 
 /// An event waiting in the outbox.
@@ -249,7 +291,12 @@ pub trait Outbox: Send + Sync {
     /// Claims up to `limit` unpublished entries, oldest first, for `lease`. Entries claimed
     /// by one relay are not handed to another until the lease runs out, so several
     /// bookstore instances can each run a relay.
-    async fn claim(&self, limit: u32, lease: Duration, now: DateTime<Utc>) -> Result<Vec<OutboxEntry>>;
+    async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<OutboxEntry>>;
     /// Marks entries published; they are never claimed again.
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> Result<()>;
     /// How many entries wait to be published.
@@ -291,7 +338,12 @@ pub trait StatsQuery: Send + Sync {
     /// The overview per window, oldest first.
     async fn overview_history(&self, range: TimeRange) -> Result<Vec<OverviewWindow>>;
     /// The top `limit` books by `sort`, ties broken by lower book id.
-    async fn popular(&self, sort: PopularSort, limit: u32, range: TimeRange) -> Result<Vec<PopularBook>>;
+    async fn popular(
+        &self,
+        sort: PopularSort,
+        limit: u32,
+        range: TimeRange,
+    ) -> Result<Vec<PopularBook>>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -305,7 +357,11 @@ pub trait PaymentProvider: Send + Sync {
     async fn charge(&self, purchase: &Purchase) -> Result<ChargeOutcome>;
     /// Verifies a webhook's signature and parses its body. [`Error::Unauthenticated`] for a
     /// missing or wrong signature, [`Error::Invalid`] for a malformed body.
-    fn verify_notification(&self, body: &[u8], signature: Option<&str>) -> Result<PaymentNotification>;
+    fn verify_notification(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> Result<PaymentNotification>;
 }
 
 /// Password hashing. Slow on purpose; implementations keep it off the async workers.

@@ -22,7 +22,10 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    pub const ALL: TimeRange = TimeRange { from: None, to: None };
+    pub const ALL: TimeRange = TimeRange {
+        from: None,
+        to: None,
+    };
 
     pub fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<Self, Error> {
         if let (Some(f), Some(t)) = (from, to) {
@@ -211,7 +214,11 @@ impl StatsFold {
                 b.ratings += f.ratings_created as i64;
                 b.rating_events += f.ratings_created + f.ratings_updated;
                 b.rating_sum += f.rating_sum_delta;
-                for (d, x) in b.rating_distribution.iter_mut().zip(f.rating_distribution_delta) {
+                for (d, x) in b
+                    .rating_distribution
+                    .iter_mut()
+                    .zip(f.rating_distribution_delta)
+                {
                     *d += x;
                 }
             }
@@ -246,7 +253,9 @@ fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTim
 }
 
 /// Folds aggregates per window start, oldest first.
-pub fn fold_by_window<'a>(aggs: impl IntoIterator<Item = &'a Aggregate>) -> BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> {
+pub fn fold_by_window<'a>(
+    aggs: impl IntoIterator<Item = &'a Aggregate>,
+) -> BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> {
     let mut out: BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> = BTreeMap::new();
     for a in aggs {
         out.entry(a.window_start)

@@ -116,7 +116,10 @@ mod tests {
 
     #[test]
     fn catalog_matches_the_design() {
-        let got: Vec<(&str, i32)> = Topic::ALL.iter().map(|t| (t.name(), t.partitions())).collect();
+        let got: Vec<(&str, i32)> = Topic::ALL
+            .iter()
+            .map(|t| (t.name(), t.partitions()))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -116,11 +116,14 @@ impl PartitionWindows {
                 Ingested::Late
             };
         }
-        let ow = self.open.entry(window.start_ms).or_insert_with(|| OpenWindow {
-            first_offset: offset,
-            books: HashMap::new(),
-            seen: HashSet::new(),
-        });
+        let ow = self
+            .open
+            .entry(window.start_ms)
+            .or_insert_with(|| OpenWindow {
+                first_offset: offset,
+                books: HashMap::new(),
+                seen: HashSet::new(),
+            });
         if !ow.seen.insert(event.event_id().as_u128()) {
             return Ingested::Duplicate;
         }
@@ -163,7 +166,9 @@ impl PartitionWindows {
             if !(by_stream || by_idle) {
                 break;
             }
-            let Some((_, ow)) = self.open.pop_first() else { break };
+            let Some((_, ow)) = self.open.pop_first() else {
+                break;
+            };
             let mut books: Vec<_> = ow.books.into_iter().collect();
             books.sort_by_key(|(b, _)| *b);
             for (book_id, figures) in books {
@@ -180,7 +185,10 @@ impl PartitionWindows {
                     figures,
                 });
             }
-            self.horizon_ms = Some(self.horizon_ms.map_or(window.end_ms, |h| h.max(window.end_ms)));
+            self.horizon_ms = Some(
+                self.horizon_ms
+                    .map_or(window.end_ms, |h| h.max(window.end_ms)),
+            );
             self.closed.push((window.start_ms, self.position));
             self.dirty = true;
         }

@@ -182,7 +182,9 @@ impl Sketch {
     }
 
     pub fn from_base64(s: &str) -> Result<Sketch, String> {
-        let bytes = B64.decode(s).map_err(|e| format!("sketch is not base64: {e}"))?;
+        let bytes = B64
+            .decode(s)
+            .map_err(|e| format!("sketch is not base64: {e}"))?;
         Sketch::from_bytes(&bytes)
     }
 }

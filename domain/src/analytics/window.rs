@@ -77,7 +77,9 @@ impl Window {
 
 /// A UTC time from milliseconds since the epoch (clamped to chrono's range).
 pub fn millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Parses a duration such as `60s`, `2s`, `500ms`, `1m`, `1h` or a bare number of seconds.
@@ -111,9 +113,27 @@ mod tests {
     #[test]
     fn windows_tumble_on_the_epoch() {
         let spec = WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5)).expect("valid");
-        assert_eq!(spec.window_of(59_999), Window { start_ms: 0, end_ms: 60_000 });
-        assert_eq!(spec.window_of(60_000), Window { start_ms: 60_000, end_ms: 120_000 });
-        assert_eq!(spec.window_of(-1), Window { start_ms: -60_000, end_ms: 0 });
+        assert_eq!(
+            spec.window_of(59_999),
+            Window {
+                start_ms: 0,
+                end_ms: 60_000
+            }
+        );
+        assert_eq!(
+            spec.window_of(60_000),
+            Window {
+                start_ms: 60_000,
+                end_ms: 120_000
+            }
+        );
+        assert_eq!(
+            spec.window_of(-1),
+            Window {
+                start_ms: -60_000,
+                end_ms: 0
+            }
+        );
         assert_eq!(spec.closes_at(spec.window_of(0)), 65_000);
     }
 
@@ -123,7 +143,10 @@ mod tests {
         assert!(WindowSpec::new(Duration::from_secs(7), Duration::ZERO).is_err());
         assert!(WindowSpec::new(Duration::from_secs(2), Duration::from_secs(7200)).is_err());
         assert_eq!(parse_duration("2s").ok(), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_duration("1m").ok(), Some(Duration::from_secs(60)));
         assert_eq!(parse_duration("30").ok(), Some(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());

@@ -16,7 +16,9 @@ use tracing::{debug, info, warn};
 use super::partition::{Ingested, PartitionWindows};
 use super::window::WindowSpec;
 use crate::events::Event;
-use crate::ports::{Clock, ConsumerEvent, GroupConsumer, OffsetCommit, OutgoingRecord, RecordPublisher};
+use crate::ports::{
+    Clock, ConsumerEvent, GroupConsumer, OffsetCommit, OutgoingRecord, RecordPublisher,
+};
 use crate::topics::{Topic, TopicPartition};
 use crate::Result;
 
@@ -62,9 +64,18 @@ impl DeadLetter {
             key: self.origin.topic.name().as_bytes().to_vec(),
             value: self.value.clone(),
             headers: vec![
-                (Self::ORIGIN_TOPIC.into(), self.origin.topic.name().as_bytes().to_vec()),
-                (Self::ORIGIN_PARTITION.into(), self.origin.partition.to_string().into_bytes()),
-                (Self::ORIGIN_OFFSET.into(), self.offset.to_string().into_bytes()),
+                (
+                    Self::ORIGIN_TOPIC.into(),
+                    self.origin.topic.name().as_bytes().to_vec(),
+                ),
+                (
+                    Self::ORIGIN_PARTITION.into(),
+                    self.origin.partition.to_string().into_bytes(),
+                ),
+                (
+                    Self::ORIGIN_OFFSET.into(),
+                    self.offset.to_string().into_bytes(),
+                ),
                 (Self::ERROR.into(), self.reason.clone().into_bytes()),
             ],
         }
@@ -209,7 +220,11 @@ impl AnalyticsWorker {
                         }
                         Ok(ev) if ev.topic() != batch.partition.topic => {
                             p.skip(r.offset);
-                            Some(format!("a {} event does not belong on {}", ev.type_name(), batch.partition.topic))
+                            Some(format!(
+                                "a {} event does not belong on {}",
+                                ev.type_name(),
+                                batch.partition.topic
+                            ))
                         }
                         Ok(ev) => match p.ingest(r.offset, &ev) {
                             Ingested::Counted => {

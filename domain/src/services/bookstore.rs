@@ -10,10 +10,13 @@ use crate::feedback::{Rating, RatingUpdate, Review, ReviewText, ReviewUpdate, St
 use crate::ids::BookId;
 use crate::money::Currency;
 use crate::ports::{
-    BookFileStore, BookRepository, Clock, EventPublisher, FileChunks, PasswordHasher, PaymentProvider,
-    PurchaseRepository, RatingRepository, ReviewRepository, StatsQuery, TokenCodec, UserRepository,
+    BookFileStore, BookRepository, Clock, EventPublisher, FileChunks, PasswordHasher,
+    PaymentProvider, PurchaseRepository, RatingRepository, ReviewRepository, StatsQuery,
+    TokenCodec, UserRepository,
 };
-use crate::stats::{BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange};
+use crate::stats::{
+    BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange,
+};
 use crate::{Error, Result};
 
 /// Store-wide settings.
@@ -65,7 +68,12 @@ impl Bookstore {
     // ----- accounts -----
 
     /// Registers a reader (role USER) and signs them in.
-    pub async fn register(&self, email: &str, password: &str, display_name: &str) -> Result<AccessToken> {
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<AccessToken> {
         let email = Email::parse(email)?;
         let password = Password::parse(password)?;
         let name = display_name.trim();
@@ -93,7 +101,12 @@ impl Bookstore {
     pub async fn login(&self, email: &str, password: &str) -> Result<AccessToken> {
         let denied = || Error::Unauthenticated("e-mail or password is wrong".into());
         let email = Email::parse(email).map_err(|_| denied())?;
-        let user = self.d.users.find_by_email(&email).await?.ok_or_else(denied)?;
+        let user = self
+            .d
+            .users
+            .find_by_email(&email)
+            .await?
+            .ok_or_else(denied)?;
         if !self.d.hasher.verify(password, &user.password_hash).await {
             return Err(denied());
         }
@@ -121,7 +134,11 @@ impl Bookstore {
         let password = Password::parse(password)
             .map_err(|e| Error::invalid(format!("FOLIO_ADMIN_PASSWORD: {e}")))?;
         let hash = self.d.hasher.hash(&password).await?;
-        let user = self.d.users.ensure_admin(&email, &hash, self.d.clock.now()).await?;
+        let user = self
+            .d
+            .users
+            .ensure_admin(&email, &hash, self.d.clock.now())
+            .await?;
         info!(user_id = %user.id, email = %email.as_str(), "admin account ensured");
         Ok(user)
     }
@@ -141,7 +158,11 @@ impl Bookstore {
     }
 
     async fn live_book(&self, id: BookId) -> Result<Book> {
-        self.d.books.get(id).await?.ok_or_else(|| Error::not_found("book", id))
+        self.d
+            .books
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::not_found("book", id))
     }
 
     /// Shows a book and emits a view (anonymous when there is no viewer). The view is only
@@ -176,7 +197,12 @@ impl Bookstore {
         self.d.books.delete(id, self.d.clock.now()).await
     }
 
-    pub async fn upload_file(&self, who: Principal, id: BookId, upload: BookFileUpload) -> Result<BookFileInfo> {
+    pub async fn upload_file(
+        &self,
+        who: Principal,
+        id: BookId,
+        upload: BookFileUpload,
+    ) -> Result<BookFileInfo> {
         who.require_admin()?;
         self.live_book(id).await?;
         self.d.files.put(id, upload).await
@@ -189,7 +215,9 @@ impl Bookstore {
     pub async fn purchase(&self, who: Principal, id: BookId) -> Result<Purchase> {
         let book = self.live_book(id).await?;
         if book.is_free() {
-            return Err(Error::Conflict("this book is free: download it without buying".into()));
+            return Err(Error::Conflict(
+                "this book is free: download it without buying".into(),
+            ));
         }
         if let Some(p) = self.d.purchases.find(who.user_id, id).await? {
             match p.status {
@@ -213,14 +241,21 @@ impl Bookstore {
         match self.d.payments.charge(&pending).await? {
             ChargeOutcome::Confirmed { payment_ref } => {
                 let meta = EventMeta::new(self.d.clock.now());
-                match self.d.purchases.complete(pending.id, &payment_ref, meta).await? {
+                match self
+                    .d
+                    .purchases
+                    .complete(pending.id, &payment_ref, meta)
+                    .await?
+                {
                     ConfirmOutcome::Completed(p) | ConfirmOutcome::AlreadyCompleted(p) => Ok(p),
                 }
             }
             ChargeOutcome::Pending { .. } => Ok(pending),
             ChargeOutcome::Declined { reason } => {
                 self.d.purchases.fail(pending.id, "declined").await?;
-                Err(Error::PaymentRequired(format!("the payment was declined: {reason}")))
+                Err(Error::PaymentRequired(format!(
+                    "the payment was declined: {reason}"
+                )))
             }
         }
     }
@@ -231,7 +266,12 @@ impl Bookstore {
         let n = self.d.payments.verify_notification(body, signature)?;
         if n.succeeded {
             let meta = EventMeta::new(self.d.clock.now());
-            match self.d.purchases.complete(n.purchase_id, &n.payment_ref, meta).await? {
+            match self
+                .d
+                .purchases
+                .complete(n.purchase_id, &n.payment_ref, meta)
+                .await?
+            {
                 ConfirmOutcome::Completed(p) => {
                     info!(purchase_id = %p.id, "purchase completed by webhook");
                     Ok(p)
@@ -288,7 +328,12 @@ impl Bookstore {
         self.d.reviews.create(id, who.user_id, &text, meta).await
     }
 
-    pub async fn update_my_review(&self, who: Principal, id: BookId, text: &str) -> Result<ReviewUpdate> {
+    pub async fn update_my_review(
+        &self,
+        who: Principal,
+        id: BookId,
+        text: &str,
+    ) -> Result<ReviewUpdate> {
         let text = ReviewText::parse(text)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
@@ -307,7 +352,12 @@ impl Bookstore {
         self.d.ratings.create(id, who.user_id, stars, meta).await
     }
 
-    pub async fn update_my_rating(&self, who: Principal, id: BookId, stars: i64) -> Result<RatingUpdate> {
+    pub async fn update_my_rating(
+        &self,
+        who: Principal,
+        id: BookId,
+        stars: i64,
+    ) -> Result<RatingUpdate> {
         let stars = Stars::parse(stars)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
@@ -316,13 +366,23 @@ impl Bookstore {
 
     // ----- admin statistics -----
 
-    pub async fn book_stats(&self, who: Principal, id: BookId, range: TimeRange) -> Result<BookStats> {
+    pub async fn book_stats(
+        &self,
+        who: Principal,
+        id: BookId,
+        range: TimeRange,
+    ) -> Result<BookStats> {
         who.require_admin()?;
         self.known_book(id).await?;
         self.d.stats.book(id, range).await
     }
 
-    pub async fn book_history(&self, who: Principal, id: BookId, range: TimeRange) -> Result<Vec<BookWindow>> {
+    pub async fn book_history(
+        &self,
+        who: Principal,
+        id: BookId,
+        range: TimeRange,
+    ) -> Result<Vec<BookWindow>> {
         who.require_admin()?;
         self.known_book(id).await?;
         self.d.stats.book_history(id, range).await
@@ -349,12 +409,22 @@ impl Bookstore {
         self.d.stats.overview(range).await
     }
 
-    pub async fn overview_history(&self, who: Principal, range: TimeRange) -> Result<Vec<OverviewWindow>> {
+    pub async fn overview_history(
+        &self,
+        who: Principal,
+        range: TimeRange,
+    ) -> Result<Vec<OverviewWindow>> {
         who.require_admin()?;
         self.d.stats.overview_history(range).await
     }
 
-    pub async fn popular(&self, who: Principal, sort: PopularSort, limit: Option<u32>, range: TimeRange) -> Result<Vec<PopularBook>> {
+    pub async fn popular(
+        &self,
+        who: Principal,
+        sort: PopularSort,
+        limit: Option<u32>,
+        range: TimeRange,
+    ) -> Result<Vec<PopularBook>> {
         who.require_admin()?;
         let limit = limit.unwrap_or(10);
         if !(1..=100).contains(&limit) {

@@ -49,7 +49,8 @@ impl StatsIngest {
 
     /// One poll: store what arrived, dead-letter what cannot be read, commit.
     pub async fn step(&mut self) -> Result<()> {
-        let ConsumerEvent::Batch(batch) = self.consumer.poll(Duration::from_millis(100)).await? else {
+        let ConsumerEvent::Batch(batch) = self.consumer.poll(Duration::from_millis(100)).await?
+        else {
             return Ok(());
         };
         let Some(last) = batch.records.last().map(|r| r.offset) else {
@@ -77,8 +78,12 @@ impl StatsIngest {
             self.stats.dead_lettered.fetch_add(dead, Ordering::Relaxed);
         }
         let report = self.sink.upsert(&aggregates).await?;
-        self.stats.stored.fetch_add(report.inserted + report.replaced, Ordering::Relaxed);
-        self.stats.ignored.fetch_add(report.ignored, Ordering::Relaxed);
+        self.stats
+            .stored
+            .fetch_add(report.inserted + report.replaced, Ordering::Relaxed);
+        self.stats
+            .ignored
+            .fetch_add(report.ignored, Ordering::Relaxed);
         self.commit(batch.partition, last + 1).await;
         Ok(())
     }

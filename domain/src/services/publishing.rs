@@ -19,8 +19,14 @@ pub fn event_record(event: &Event) -> OutgoingRecord {
         key: event.key().into_bytes(),
         value: event.encode(),
         headers: vec![
-            (EVENT_ID_HEADER.into(), event.event_id().to_string().into_bytes()),
-            (EVENT_TYPE_HEADER.into(), event.type_name().as_bytes().to_vec()),
+            (
+                EVENT_ID_HEADER.into(),
+                event.event_id().to_string().into_bytes(),
+            ),
+            (
+                EVENT_TYPE_HEADER.into(),
+                event.type_name().as_bytes().to_vec(),
+            ),
         ],
     }
 }

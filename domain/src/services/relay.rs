@@ -20,7 +20,11 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn new(outbox: Arc<dyn Outbox>, publisher: Arc<dyn RecordPublisher>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        publisher: Arc<dyn RecordPublisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         OutboxRelay {
             outbox,
             publisher,
@@ -33,7 +37,10 @@ impl OutboxRelay {
 
     /// Relays one batch; returns how many entries it published.
     pub async fn relay_once(&self) -> Result<usize> {
-        let entries = self.outbox.claim(self.batch, self.lease, self.clock.now()).await?;
+        let entries = self
+            .outbox
+            .claim(self.batch, self.lease, self.clock.now())
+            .await?;
         if entries.is_empty() {
             return Ok(0);
         }
