@@ -283,3 +283,62 @@ pub fn rank_popular(mut rows: Vec<PopularBook>, sort: PopularSort, limit: u32) -
     }
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Currency;
+
+    fn book(id: i64, views: u64, purchases: u64, cents: i64) -> PopularBook {
+        PopularBook {
+            rank: 0,
+            book_id: BookId(id),
+            title: format!("Book {id}"),
+            views,
+            downloads: 0,
+            purchases,
+            revenue: Some(Money::new(cents, Currency::parse("USD").expect("valid"))),
+        }
+    }
+
+    #[test]
+    fn popular_orders_by_the_metric_and_breaks_ties_by_lower_id() {
+        let rows = vec![
+            book(3, 5, 1, 500),
+            book(1, 9, 0, 0),
+            book(2, 5, 2, 300),
+            book(4, 0, 1, 900),
+        ];
+        let by_views: Vec<(u32, i64)> = rank_popular(rows.clone(), PopularSort::Views, 3)
+            .iter()
+            .map(|p| (p.rank, p.book_id.0))
+            .collect();
+        assert_eq!(by_views, vec![(1, 1), (2, 2), (3, 3)]);
+        let by_revenue: Vec<i64> = rank_popular(rows.clone(), PopularSort::Revenue, 10)
+            .iter()
+            .map(|p| p.book_id.0)
+            .collect();
+        assert_eq!(by_revenue, vec![4, 3, 2, 1]);
+        let by_purchases: Vec<i64> = rank_popular(rows, PopularSort::Purchases, 2)
+            .iter()
+            .map(|p| p.book_id.0)
+            .collect();
+        assert_eq!(by_purchases, vec![2, 3]);
+    }
+
+    #[test]
+    fn ranges_are_half_open_and_checked() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|d| d.with_timezone(&Utc))
+                .ok()
+        };
+        let r =
+            TimeRange::new(t("2026-01-01T00:00:00Z"), t("2026-01-01T00:02:00Z")).expect("valid");
+        assert!(r.contains(t("2026-01-01T00:00:00Z").expect("t")));
+        assert!(r.contains(t("2026-01-01T00:01:00Z").expect("t")));
+        assert!(!r.contains(t("2026-01-01T00:02:00Z").expect("t")));
+        assert!(TimeRange::new(t("2026-01-02T00:00:00Z"), t("2026-01-01T00:00:00Z")).is_err());
+        assert!(PopularSort::parse("rating").is_err());
+    }
+}

@@ -16,6 +16,3 @@ pub use bookstore::{Bookstore, BookstoreDeps, Download, StoreConfig};
 pub use ingest::{IngestStats, StatsIngest};
 pub use publishing::{event_record, BusEventPublisher, EVENT_ID_HEADER, EVENT_TYPE_HEADER};
 pub use relay::OutboxRelay;
-
-#[cfg(test)]
-mod tests;

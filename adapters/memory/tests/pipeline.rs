@@ -1,0 +1,280 @@
+//! The analytics pipeline over the in-process bus with a manual clock: events in, windows
+//! closed by time and by idleness, aggregates upserted, figures exact, restarts harmless.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use folio_domain::analytics::{window::millis, AnalyticsWorker, WindowSpec, WorkerStats};
+use folio_domain::events::Event;
+use folio_domain::ids::{BookId, EventId, PurchaseId, UserId};
+use folio_domain::money::{Currency, Money};
+use folio_domain::ports::{RecordPublisher, StatsQuery};
+use folio_domain::services::{event_record, StatsIngest};
+use folio_domain::stats::TimeRange;
+use folio_domain::topics::{Topic, TopicPartition};
+use folio_memory::{ManualClock, MemoryBus, MemoryStore};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn at(ms: i64) -> DateTime<Utc> {
+    millis(T0 + ms)
+}
+
+fn id(n: u128) -> EventId {
+    EventId(uuid::Uuid::from_u128(n))
+}
+
+fn view(n: u128, t: i64, book: i64, user: Option<i64>) -> Event {
+    Event::BookViewed {
+        event_id: id(n),
+        occurred_at: at(t),
+        book_id: BookId(book),
+        user_id: user.map(UserId),
+    }
+}
+
+fn purchase(n: u128, t: i64, book: i64, user: i64, cents: i64) -> Event {
+    Event::BookPurchased {
+        event_id: id(n),
+        occurred_at: at(t),
+        book_id: BookId(book),
+        user_id: UserId(user),
+        purchase_id: PurchaseId(n as i64),
+        price: Money::new(cents, Currency::parse("USD").expect("valid")),
+    }
+}
+
+struct Pipeline {
+    bus: MemoryBus,
+    clock: Arc<ManualClock>,
+    store: MemoryStore,
+    spec: WindowSpec,
+}
+
+impl Pipeline {
+    fn new() -> Self {
+        Pipeline {
+            bus: MemoryBus::new(),
+            clock: Arc::new(ManualClock::new(at(0))),
+            store: MemoryStore::new(),
+            spec: WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5)).expect("spec"),
+        }
+    }
+
+    fn worker(&self) -> AnalyticsWorker {
+        AnalyticsWorker::new(
+            Box::new(self.bus.consumer("analytics-service-group", &Topic::EVENTS)),
+            Arc::new(self.bus.clone()),
+            self.clock.clone(),
+            self.spec,
+        )
+    }
+
+    fn ingest(&self) -> StatsIngest {
+        StatsIngest::new(
+            Box::new(
+                self.bus
+                    .consumer("main-app-analytics-group", &[Topic::AggregatedStats]),
+            ),
+            Arc::new(self.store.clone()),
+            Arc::new(self.bus.clone()),
+            self.clock.clone(),
+        )
+    }
+
+    async fn publish(&self, events: &[Event]) {
+        for e in events {
+            self.bus.send(event_record(e)).await.expect("send");
+        }
+    }
+
+    /// Steps the worker and the ingest until neither has anything left to do.
+    async fn settle(&self, worker: &mut AnalyticsWorker, ingest: &mut StatsIngest) {
+        for _ in 0..40 {
+            worker.step().await.expect("worker step");
+            ingest.step().await.expect("ingest step");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn windows_close_by_idleness_and_figures_are_exact() {
+    let p = Pipeline::new();
+    let mut worker = p.worker();
+    let mut ingest = p.ingest();
+    p.publish(&[
+        view(1, 1_000, 7, Some(1)),
+        view(2, 2_000, 7, Some(2)),
+        view(3, 3_000, 7, None),
+        view(4, 4_000, 8, Some(1)),
+        purchase(5, 5_000, 7, 1, 1999),
+        purchase(6, 6_000, 7, 2, 1999),
+        purchase(6, 6_000, 7, 2, 1999), // a duplicate delivery
+    ])
+    .await;
+    p.settle(&mut worker, &mut ingest).await;
+    let all = p
+        .store
+        .book(BookId(7), TimeRange::ALL)
+        .await
+        .expect("stats");
+    assert_eq!(
+        all.figures.views, 0,
+        "nothing is visible before the window closes"
+    );
+
+    // The clock passes end + grace with no new events: the idle window still publishes.
+    p.clock.advance(Duration::from_secs(65));
+    p.settle(&mut worker, &mut ingest).await;
+    let b7 = p
+        .store
+        .book(BookId(7), TimeRange::ALL)
+        .await
+        .expect("stats")
+        .figures;
+    assert_eq!((b7.views, b7.anonymous_views, b7.unique_viewers), (3, 1, 2));
+    assert_eq!(
+        (b7.purchases, b7.revenue_cents, b7.unique_purchasers),
+        (2, 3998, 2)
+    );
+    assert_eq!(b7.first_view_at, Some(at(1_000)));
+    assert_eq!(b7.last_purchase_at, Some(at(6_000)));
+    let overview = p.store.overview(TimeRange::ALL).await.expect("overview");
+    assert_eq!(overview.totals.views, 4);
+    assert_eq!(overview.unique_users, 2);
+    let stats = worker.stats();
+    assert_eq!(WorkerStats::get(&stats.duplicates), 1);
+    assert_eq!(WorkerStats::get(&stats.counted), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_worker_neither_loses_nor_double_counts() {
+    let p = Pipeline::new();
+    let mut ingest = p.ingest();
+    {
+        let mut worker = p.worker();
+        p.publish(&[view(1, 1_000, 7, Some(1)), view(2, 61_000, 7, Some(2))])
+            .await;
+        p.clock.set(at(61_000));
+        p.settle(&mut worker, &mut ingest).await;
+        p.publish(&[view(3, 66_000, 7, Some(3))]).await; // closes window 0 by stream time
+        p.settle(&mut worker, &mut ingest).await;
+        // The worker dies here without leaving: window 1 is open and uncommitted.
+    }
+    let before = p
+        .store
+        .book(BookId(7), TimeRange::ALL)
+        .await
+        .expect("stats")
+        .figures
+        .views;
+    assert_eq!(before, 1, "window 0 published once");
+    let mut worker = p.worker();
+    p.publish(&[view(4, 70_000, 7, Some(4))]).await;
+    p.clock.set(at(3 * 60_000));
+    p.settle(&mut worker, &mut ingest).await;
+    let f = p
+        .store
+        .book(BookId(7), TimeRange::ALL)
+        .await
+        .expect("stats")
+        .figures;
+    assert_eq!((f.views, f.unique_viewers), (4, 4));
+    let history = p
+        .store
+        .book_history(BookId(7), TimeRange::ALL)
+        .await
+        .expect("history");
+    let per_window: Vec<(DateTime<Utc>, u64)> = history
+        .iter()
+        .map(|w| (w.window_start, w.figures.views))
+        .collect();
+    assert_eq!(per_window, vec![(at(0), 1), (at(60_000), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_records_go_to_the_dead_letter_topic_and_consumption_goes_on() {
+    let p = Pipeline::new();
+    let mut worker = p.worker();
+    let mut ingest = p.ingest();
+    let tp = TopicPartition::new(Topic::BookViews, 0);
+    p.bus
+        .append(tp, Some(b"7".to_vec()), b"{not json".to_vec())
+        .expect("append");
+    let wrong_topic = purchase(9, 1_000, 7, 1, 100).encode();
+    p.bus
+        .append(tp, Some(b"7".to_vec()), wrong_topic)
+        .expect("append");
+    p.publish(&[view(1, 1_000, 7, Some(1))]).await;
+    p.clock.advance(Duration::from_secs(65));
+    p.settle(&mut worker, &mut ingest).await;
+    let dlq = p.bus.records(TopicPartition::new(Topic::DeadLetters, 0));
+    assert_eq!(dlq.len(), 2);
+    let header = |r: &folio_domain::ports::Record, name: &str| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+    };
+    assert_eq!(
+        header(&dlq[0], "folio.origin.topic").as_deref(),
+        Some("book.views")
+    );
+    assert_eq!(header(&dlq[0], "folio.origin.offset").as_deref(), Some("0"));
+    assert!(header(&dlq[0], "folio.error").is_some_and(|e| e.starts_with("undecodable")));
+    assert_eq!(dlq[0].value, b"{not json".to_vec());
+    assert_eq!(
+        p.store
+            .book(BookId(7), TimeRange::ALL)
+            .await
+            .expect("stats")
+            .figures
+            .views,
+        1
+    );
+    assert_eq!(WorkerStats::get(&worker.stats().dead_lettered), 2);
+    let committed = p
+        .bus
+        .committed("analytics-service-group", tp)
+        .expect("committed");
+    assert_eq!(
+        committed.offset, 3,
+        "poison records are not replayed forever"
+    );
+    let _ = Ordering::Relaxed;
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_workers_split_the_partitions_and_the_survivor_takes_over() {
+    let p = Pipeline::new();
+    let mut ingest = p.ingest();
+    let mut a = p.worker();
+    let mut b = p.worker();
+    for _ in 0..3 {
+        a.step().await.expect("step");
+        b.step().await.expect("step");
+    }
+    // Views of books 1..=30 spread over the three view partitions.
+    let events: Vec<Event> = (1..=30)
+        .map(|i| view(i as u128, 1_000, i, Some(i)))
+        .collect();
+    p.publish(&events).await;
+    for _ in 0..5 {
+        a.step().await.expect("step");
+        b.step().await.expect("step");
+    }
+    assert!(WorkerStats::get(&a.stats().counted) > 0 && WorkerStats::get(&b.stats().counted) > 0);
+    drop(b); // killed before its window closed
+    p.clock.advance(Duration::from_secs(65));
+    for _ in 0..20 {
+        a.step().await.expect("step");
+        ingest.step().await.expect("ingest");
+    }
+    let o = p.store.overview(TimeRange::ALL).await.expect("overview");
+    assert_eq!(
+        (o.totals.views, o.unique_users, o.books_with_activity),
+        (30, 30, 30)
+    );
+}
