@@ -146,6 +146,18 @@ pub trait GroupConsumer: Send {
     async fn leave(&mut self) -> Result<()>;
 }
 
+/// A bus: where records are published and consumer groups are joined. The composition root
+/// picks one (the in-process bus or Kafka) and hands it to both roles.
+#[async_trait]
+pub trait MessageBus: Send + Sync {
+    /// The shared publisher.
+    fn publisher(&self) -> std::sync::Arc<dyn RecordPublisher>;
+    /// Joins `group` as a new member subscribed to `topics`.
+    async fn join(&self, group: &str, topics: &[Topic]) -> Result<Box<dyn GroupConsumer>>;
+    /// Creates missing topics with the catalog's partition counts (a no-op in memory).
+    async fn provision(&self) -> Result<()>;
+}
+
 /// Publishes typed events. Handlers call it for events that have no row of their own
 /// (views, downloads); it returns once the event is buffered, never waiting for the broker.
 #[async_trait]
@@ -321,9 +333,12 @@ pub struct UpsertReport {
 /// Where aggregates are stored.
 #[async_trait]
 pub trait StatsSink: Send + Sync {
-    /// Stores each aggregate under its key (window, book, source topic, source partition)
-    /// unless the stored one already covers at least the same offsets. Idempotent: storing
-    /// the same aggregates again changes nothing.
+    /// Stores each aggregate under its key (window, book, source topic, source partition,
+    /// first offset) unless the stored one already covers at least the same offsets
+    /// (`next_offset` as large). Idempotent: storing the same aggregates again changes
+    /// nothing. A replay of a window starts at the same first offset, so it replaces; a
+    /// different first offset is a different stretch of the log (the in-process bus after
+    /// a restart), so it adds.
     async fn upsert(&self, aggregates: &[Aggregate]) -> Result<UpsertReport>;
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use folio_domain::partitioner::partition_for_key;
 use folio_domain::ports::{
-    Assignment, Committed, ConsumerEvent, GroupConsumer, Header, OffsetCommit, OutgoingRecord,
-    Record, RecordBatch, RecordPublisher,
+    Assignment, Committed, ConsumerEvent, GroupConsumer, Header, MessageBus, OffsetCommit,
+    OutgoingRecord, Record, RecordBatch, RecordPublisher,
 };
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_domain::{Error, Result};
@@ -78,13 +78,16 @@ impl MemoryBus {
     }
 
     pub fn with_limits(limits: BusLimits) -> Self {
+        // Offsets start past any earlier process's: aggregates are keyed by the offsets
+        // they cover, and a restarted in-process bus must not reuse them.
+        let base = chrono::Utc::now().timestamp_millis().max(0) * 1_000_000;
         let mut logs = HashMap::new();
         for t in Topic::ALL {
             for p in 0..t.partitions() {
                 logs.insert(
                     TopicPartition::new(t, p),
                     PartitionLog {
-                        start_offset: 0,
+                        start_offset: base,
                         records: VecDeque::new(),
                     },
                 );
@@ -222,6 +225,21 @@ impl RecordPublisher for MemoryBus {
 
     /// Records are in the log as soon as `send` returns.
     async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageBus for MemoryBus {
+    fn publisher(&self) -> Arc<dyn RecordPublisher> {
+        Arc::new(self.clone())
+    }
+
+    async fn join(&self, group: &str, topics: &[Topic]) -> Result<Box<dyn GroupConsumer>> {
+        Ok(Box::new(self.consumer(group, topics)))
+    }
+
+    async fn provision(&self) -> Result<()> {
         Ok(())
     }
 }

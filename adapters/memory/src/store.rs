@@ -40,7 +40,8 @@ struct StoredOutbox {
     published: bool,
 }
 
-type StatsKey = (DateTime<Utc>, BookId, Topic, i32);
+/// (window start, book, source topic, source partition, first offset covered)
+type StatsKey = (DateTime<Utc>, BookId, Topic, i32, i64);
 
 #[derive(Default)]
 struct State {
@@ -578,6 +579,7 @@ impl StatsSink for MemoryStore {
                 a.book_id,
                 a.source.topic,
                 a.source.partition,
+                a.source.first_offset,
             );
             match st.stats.get(&key) {
                 None => {

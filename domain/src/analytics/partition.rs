@@ -172,18 +172,7 @@ impl PartitionWindows {
             let mut books: Vec<_> = ow.books.into_iter().collect();
             books.sort_by_key(|(b, _)| *b);
             for (book_id, figures) in books {
-                out.push(Aggregate {
-                    window_start: window.start(),
-                    window_end: window.end(),
-                    book_id,
-                    source: SourceRange {
-                        topic: self.tp.topic,
-                        partition: self.tp.partition,
-                        first_offset: ow.first_offset,
-                        next_offset: self.position,
-                    },
-                    figures,
-                });
+                out.push(self.aggregate(window, ow.first_offset, book_id, figures));
             }
             self.horizon_ms = Some(
                 self.horizon_ms
@@ -196,6 +185,46 @@ impl PartitionWindows {
         let commit = self.commit_offset();
         self.closed.retain(|&(_, next)| next > commit);
         out
+    }
+
+    /// The figures of every open window so far, without closing them. Published on shutdown
+    /// so nothing read is lost even when no one replays the partition (the in-process bus);
+    /// the complete aggregate a later owner publishes for the same window replaces it.
+    pub fn snapshot(&self) -> Vec<Aggregate> {
+        let mut out = Vec::new();
+        for (&start, ow) in &self.open {
+            let window = Window {
+                start_ms: start,
+                end_ms: start + self.spec.length_ms(),
+            };
+            let mut books: Vec<_> = ow.books.iter().collect();
+            books.sort_by_key(|(b, _)| **b);
+            for (book_id, figures) in books {
+                out.push(self.aggregate(window, ow.first_offset, *book_id, figures.clone()));
+            }
+        }
+        out
+    }
+
+    fn aggregate(
+        &self,
+        window: Window,
+        first_offset: i64,
+        book_id: BookId,
+        figures: Figures,
+    ) -> Aggregate {
+        Aggregate {
+            window_start: window.start(),
+            window_end: window.end(),
+            book_id,
+            source: SourceRange {
+                topic: self.tp.topic,
+                partition: self.tp.partition,
+                first_offset,
+                next_offset: self.position,
+            },
+            figures,
+        }
     }
 
     /// The offset to commit: the first record of the oldest open window, or the position.

@@ -160,8 +160,24 @@ impl AnalyticsWorker {
         self.shutdown().await
     }
 
-    /// Commits every partition's checkpoint and leaves the group.
+    /// Reads what is already on the bus, publishes the open windows' figures so far,
+    /// commits every partition's checkpoint and leaves the group.
     pub async fn shutdown(&mut self) -> Result<()> {
+        for _ in 0..1000 {
+            match self.consumer.poll(Duration::ZERO).await {
+                Ok(ConsumerEvent::Idle) | Err(_) => break,
+                Ok(ev) => {
+                    if self.handle(ev).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        for p in self.partitions.values() {
+            for a in p.snapshot() {
+                self.unflushed.push(aggregate_record(&a));
+            }
+        }
         if self.flush_pending().await.is_ok() {
             let commits: Vec<OffsetCommit> = self
                 .partitions
@@ -190,7 +206,12 @@ impl AnalyticsWorker {
     pub async fn step(&mut self) -> Result<()> {
         // Finish what a failed step left before taking more.
         self.flush_pending().await?;
-        match self.consumer.poll(self.poll_wait).await? {
+        let ev = self.consumer.poll(self.poll_wait).await?;
+        self.handle(ev).await
+    }
+
+    async fn handle(&mut self, ev: ConsumerEvent) -> Result<()> {
+        match ev {
             ConsumerEvent::Assigned(list) => {
                 for a in list {
                     info!(partition = %a.partition, committed = ?a.committed.as_ref().map(|c| c.offset), "partition assigned");
@@ -282,12 +303,7 @@ impl AnalyticsWorker {
             let closed = p.close_due(now);
             WorkerStats::bump(&self.stats.aggregates_published, closed.len() as u64);
             for a in closed {
-                self.unflushed.push(OutgoingRecord {
-                    topic: Topic::AggregatedStats,
-                    key: a.key().into_bytes(),
-                    value: a.encode(),
-                    headers: vec![],
-                });
+                self.unflushed.push(aggregate_record(&a));
             }
             open += p.open_windows() as u64;
         }
@@ -326,5 +342,14 @@ impl AnalyticsWorker {
         self.publisher.flush().await?;
         self.unflushed.clear();
         Ok(())
+    }
+}
+
+fn aggregate_record(a: &super::Aggregate) -> OutgoingRecord {
+    OutgoingRecord {
+        topic: Topic::AggregatedStats,
+        key: a.key().into_bytes(),
+        value: a.encode(),
+        headers: vec![],
     }
 }

@@ -49,12 +49,18 @@ impl StatsIngest {
 
     /// One poll: store what arrived, dead-letter what cannot be read, commit.
     pub async fn step(&mut self) -> Result<()> {
-        let ConsumerEvent::Batch(batch) = self.consumer.poll(Duration::from_millis(100)).await?
-        else {
-            return Ok(());
+        self.step_within(Duration::from_millis(100))
+            .await
+            .map(|_| ())
+    }
+
+    /// One poll waiting up to `wait`; false when nothing arrived.
+    async fn step_within(&mut self, wait: Duration) -> Result<bool> {
+        let ConsumerEvent::Batch(batch) = self.consumer.poll(wait).await? else {
+            return Ok(false);
         };
         let Some(last) = batch.records.last().map(|r| r.offset) else {
-            return Ok(());
+            return Ok(true);
         };
         let mut aggregates = Vec::with_capacity(batch.records.len());
         let mut dead = 0;
@@ -85,7 +91,7 @@ impl StatsIngest {
             .ignored
             .fetch_add(report.ignored, Ordering::Relaxed);
         self.commit(batch.partition, last + 1).await;
-        Ok(())
+        Ok(true)
     }
 
     async fn commit(&mut self, tp: TopicPartition, offset: i64) {
@@ -99,7 +105,9 @@ impl StatsIngest {
         }
     }
 
-    /// Runs until `stop` is set, then leaves the group (everything stored is committed).
+    /// Runs until `stop` is set, then stores what is already on the bus (a short grace for
+    /// the analytics worker's last aggregates) and leaves the group; everything stored is
+    /// committed.
     pub async fn run(mut self, stop: StopFlag) -> Result<()> {
         while !stop.is_stopped() {
             if let Err(e) = self.step().await {
@@ -107,6 +115,7 @@ impl StatsIngest {
                 self.clock.sleep(Duration::from_secs(1)).await;
             }
         }
+        while let Ok(true) = self.step_within(Duration::from_millis(300)).await {}
         self.consumer.leave().await?;
         info!("statistics ingest left its group");
         Ok(())
