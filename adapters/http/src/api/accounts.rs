@@ -1,0 +1,58 @@
+//! `/auth`: registration, sign-in and the current user.
+
+use folio_domain::services::Bookstore;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::models::{LoginRequest, RegisterRequest, TokenResponse, UserResponse};
+use super::{ApiTags, BearerAuth, JsonBody};
+use crate::problem::ApiResult;
+
+/// Accounts and tokens.
+pub struct AccountsApi;
+
+#[derive(ApiResponse)]
+enum Registered {
+    /// The account exists and the caller is signed in.
+    #[oai(status = 201)]
+    Created(Json<TokenResponse>),
+}
+
+#[OpenApi(prefix_path = "/auth", tag = "ApiTags::Auth")]
+impl AccountsApi {
+    /// Register a reader
+    ///
+    /// Creates an account with the USER role and returns a bearer token for it. 409 when
+    /// the e-mail is taken, 422 when a field breaks a rule.
+    #[oai(path = "/register", method = "post", operation_id = "register")]
+    async fn register(
+        &self,
+        store: Data<&Bookstore>,
+        body: JsonBody<RegisterRequest>,
+    ) -> ApiResult<Registered> {
+        let token = store
+            .register(&body.email, &body.password, &body.display_name)
+            .await?;
+        Ok(Registered::Created(Json(token.into())))
+    }
+
+    /// Sign in
+    ///
+    /// Returns a bearer token. A wrong e-mail and a wrong password get the same 401.
+    #[oai(path = "/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        store: Data<&Bookstore>,
+        body: JsonBody<LoginRequest>,
+    ) -> ApiResult<Json<TokenResponse>> {
+        let token = store.login(&body.email, &body.password).await?;
+        Ok(Json(token.into()))
+    }
+
+    /// The current user
+    #[oai(path = "/me", method = "get", operation_id = "me")]
+    async fn me(&self, store: Data<&Bookstore>, auth: BearerAuth) -> ApiResult<Json<UserResponse>> {
+        Ok(Json(store.me(auth.0).await?.into()))
+    }
+}

@@ -1,0 +1,306 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+//!
+//! Two sources of errors meet here, and both leave as problem+json:
+//! - the domain's [`folio_domain::Error`], mapped to a status in ONE place
+//!   ([`ApiError::from`]);
+//! - poem's and poem-openapi's own errors (malformed JSON, a missing field, a bad query
+//!   parameter, no route, a missing bearer token...), which [`render_error`] turns into a
+//!   problem that keeps their status and message.
+
+use folio_domain::Error;
+use poem::error::{MethodNotAllowedError, NotFoundError, ResponseError};
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::error::{AuthorizationError, ParseRequestPayloadError};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::types::{ToJSON, Type};
+use poem_openapi::{ApiResponse, Object, OperationId};
+use tracing::{error, warn};
+
+/// The media type of every error response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:folio:problem:<kind>` for folio's own
+    /// kinds, `about:blank` when the HTTP status says it all.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, in words a client developer can act on.
+    pub detail: String,
+    /// The request path the problem occurred on.
+    #[oai(skip_serializing_if_is_none)]
+    pub instance: Option<String>,
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Problem {
+            kind: "urn:folio:problem:invalid".into(),
+            title: "Invalid request".into(),
+            status: 422,
+            detail: "title must not be empty; price_cents must not be negative".into(),
+            instance: Some("/api/v1/books".into()),
+        }
+    }
+}
+
+/// An error a handler answers with: a status and a problem to render.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    /// A problem of folio's own kind (`urn:folio:problem:{kind}`).
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    fn problem(&self, instance: Option<&str>) -> Problem {
+        Problem {
+            kind: format!("urn:folio:problem:{}", self.kind),
+            title: self.title.to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            instance: instance.map(str::to_owned),
+        }
+    }
+}
+
+/// The one place domain errors become HTTP statuses.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        use StatusCode as S;
+        match e {
+            Error::Invalid(m) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid", "Invalid request", m)
+            }
+            e @ Error::NotFound { .. } => {
+                ApiError::new(S::NOT_FOUND, "not-found", "Not found", e.to_string())
+            }
+            Error::Duplicate(m) => ApiError::new(S::CONFLICT, "duplicate", "Already exists", m),
+            Error::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", "Conflict", m),
+            Error::PaymentRequired(m) => ApiError::new(
+                S::PAYMENT_REQUIRED,
+                "payment-required",
+                "Payment required",
+                m,
+            ),
+            Error::Unauthenticated(m) => {
+                ApiError::new(S::UNAUTHORIZED, "unauthenticated", "Unauthenticated", m)
+            }
+            Error::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", "Forbidden", m),
+            Error::Unavailable(dependency, m) => {
+                // The driver's words stay in the log: they can name hosts and users.
+                warn!(dependency, error = %m, "dependency unavailable");
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    format!("{dependency} is unavailable; retry shortly"),
+                )
+            }
+            Error::Internal(m) => {
+                error!(error = %m, "internal error");
+                internal()
+            }
+        }
+    }
+}
+
+fn internal() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal server error",
+        "an unexpected error occurred; it has been logged",
+    )
+}
+
+/// Builds a problem+json response, with the headers its status calls for.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = problem.to_json_string();
+    let mut resp = Response::builder()
+        .status(status)
+        .content_type(PROBLEM_JSON)
+        .body(body);
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 9110 §11.6.1: a 401 names the scheme the client should use.
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"folio\""),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        problem_response(&self.problem(None))
+    }
+}
+
+/// In the OpenAPI document every operation may answer any 4XX or 5XX with a problem.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let content = || {
+            vec![MetaMediaType {
+                content_type: PROBLEM_JSON,
+                schema: Problem::schema_ref(),
+            }]
+        };
+        MetaResponses {
+            responses: vec![
+                MetaResponse {
+                    description: "The request was refused; the problem says why.",
+                    status: None,
+                    status_range: Some("4XX".into()),
+                    content: content(),
+                    headers: vec![],
+                },
+                MetaResponse {
+                    description: "The server or one of its dependencies failed.",
+                    status: None,
+                    status_range: Some("5XX".into()),
+                    content: content(),
+                    headers: vec![],
+                },
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+/// Handlers' result type.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Turns any error that reached the edge into a problem response for `path`.
+pub fn render_error(err: poem::Error, method: &str, path: &str) -> Response {
+    let operation = err.data::<OperationId>().copied();
+    let problem = if let Some(api) = err.downcast_ref::<ApiError>() {
+        api.problem(Some(path))
+    } else {
+        let status = err.status();
+        let detail = if err.is::<AuthorizationError>() {
+            "this endpoint needs a bearer token: send `Authorization: Bearer <token>` from /api/v1/auth/login".to_string()
+        } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+            format!("the request body is invalid: {}", e.reason)
+        } else if err.is::<NotFoundError>() {
+            format!("no resource at {path}")
+        } else if err.is::<MethodNotAllowedError>() {
+            format!("{method} is not allowed on {path}")
+        } else if status.is_server_error() {
+            error!(%status, error = %err, %path, "request failed");
+            internal().detail
+        } else {
+            err.to_string()
+        };
+        Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+            instance: Some(path.to_owned()),
+        }
+    };
+    let mut resp = problem_response(&problem);
+    // Keep the operation id so the metrics layer can still label the request.
+    if let Some(op) = operation {
+        resp.set_data(op);
+    }
+    resp
+}
+
+/// The answer to a handler that panicked: a plain 500 problem. The panic message goes to
+/// the log only.
+pub fn render_panic(payload: &(dyn std::any::Any + Send)) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    error!(panic = message, "a request handler panicked");
+    problem_response(&internal().problem(None))
+}
+
+/// The outermost error boundary: every `Err` leaves as problem+json.
+pub async fn problem_boundary<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    match ep.call(req).await {
+        Ok(resp) => Ok(resp.into_response()),
+        Err(err) => Ok(render_error(err, &method, &path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_domain_error_has_its_status() {
+        let cases = [
+            (Error::invalid("x"), 422),
+            (Error::not_found("book", 3), 404),
+            (Error::Duplicate("x".into()), 409),
+            (Error::Conflict("x".into()), 409),
+            (Error::PaymentRequired("x".into()), 402),
+            (Error::Unauthenticated("x".into()), 401),
+            (Error::Forbidden("x".into()), 403),
+            (Error::Unavailable("database", "x".into()), 503),
+            (Error::internal("x"), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ApiError::from(e).status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn internal_details_stay_hidden() {
+        let api = ApiError::from(Error::internal("password=hunter2 at db01"));
+        assert!(!api.detail().contains("hunter2"));
+        let api = ApiError::from(Error::Unavailable("database", "db01:5432 refused".into()));
+        assert_eq!(api.detail(), "database is unavailable; retry shortly");
+    }
+}
