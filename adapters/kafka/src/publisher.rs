@@ -1,0 +1,335 @@
+//! [`KafkaPublisher`]: the `RecordPublisher` port over rskafka, batching per partition.
+//!
+//! `send` picks the partition with Kafka's default partitioner over the topic's real
+//! partition count, takes a permit from a bounded budget of in-flight records (waiting, up
+//! to `send_deadline`, when it is spent) and hands the record to that partition's lane. A
+//! lane is a task that gathers records for up to `linger` or `max_batch_bytes`, produces them
+//! as one batch (acks=all: rskafka always sends acks=-1) and returns the permits. One batch
+//! per partition is in flight at a time, which keeps records of a partition in order. A
+//! flush marker travels down every lane behind the records sent before it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use folio_domain::partitioner::partition_for_key;
+use folio_domain::ports::{OutgoingRecord, RecordPublisher};
+use folio_domain::topics::Topic;
+use folio_domain::{Error, Result};
+use rskafka::chrono::Utc;
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record as RsRecord;
+use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::client::KafkaClient;
+use crate::errors::{from_rskafka, unavailable};
+
+/// Counters of a publisher, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Records accepted by `send`.
+    pub sent: u64,
+    /// Records the broker acknowledged.
+    pub acked: u64,
+    /// Records that could not be delivered.
+    pub failed: u64,
+    /// Records buffered or awaiting acknowledgement.
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+enum LaneMsg {
+    Record(RsRecord, usize),
+    Flush(oneshot::Sender<()>),
+}
+
+/// One sender per partition of a topic, indexed by partition.
+type Lanes = Arc<Vec<mpsc::UnboundedSender<LaneMsg>>>;
+
+struct Shared {
+    client: KafkaClient,
+    permits: Arc<Semaphore>,
+    counters: Counters,
+}
+
+/// The Kafka publisher. See the module docs. Cheap to clone; clones share buffers.
+#[derive(Clone)]
+pub struct KafkaPublisher {
+    shared: Arc<Shared>,
+    lanes: Arc<RwLock<HashMap<Topic, Lanes>>>,
+    /// Failures already reported by a flush.
+    reported_failures: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    pub(crate) fn new(client: KafkaClient) -> Self {
+        let permits = Arc::new(Semaphore::new(client.cfg.max_in_flight_records.max(1)));
+        KafkaPublisher {
+            shared: Arc::new(Shared {
+                client,
+                permits,
+                counters: Counters::default(),
+            }),
+            lanes: Arc::new(RwLock::new(HashMap::new())),
+            reported_failures: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn stats(&self) -> PublisherStats {
+        let c = &self.shared.counters;
+        let sent = c.sent.load(Ordering::Relaxed);
+        let acked = c.acked.load(Ordering::Relaxed);
+        let failed = c.failed.load(Ordering::Relaxed);
+        PublisherStats {
+            sent,
+            acked,
+            failed,
+            in_flight: sent.saturating_sub(acked + failed),
+        }
+    }
+
+    async fn lanes_of(&self, topic: Topic) -> Result<Lanes> {
+        if let Some(l) = self.lanes.read().await.get(&topic) {
+            return Ok(l.clone());
+        }
+        let mut lanes = self.lanes.write().await;
+        if let Some(l) = lanes.get(&topic) {
+            return Ok(l.clone());
+        }
+        let name = self.shared.client.cfg.topic_name(topic);
+        let count = self
+            .shared
+            .client
+            .partition_counts()
+            .await?
+            .get(&name)
+            .copied()
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "kafka topic {name} does not exist; provision topics first"
+                ))
+            })?;
+        let senders: Vec<_> = (0..count)
+            .map(|p| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run_lane(self.shared.clone(), name.clone(), p, rx));
+                tx
+            })
+            .collect();
+        debug!(topic = %name, partitions = count, "publishing lanes started");
+        let senders = Arc::new(senders);
+        lanes.insert(topic, senders.clone());
+        Ok(senders)
+    }
+}
+
+#[async_trait]
+impl RecordPublisher for KafkaPublisher {
+    async fn send(&self, record: OutgoingRecord) -> Result<()> {
+        let deadline = self.shared.client.cfg.send_deadline;
+        let permit = tokio::time::timeout(deadline, self.shared.permits.acquire())
+            .await
+            .map_err(|_| unavailable(format!("publish buffer full for {deadline:?}")))?
+            .map_err(|_| Error::Internal("kafka publisher closed".into()))?;
+        let lanes = self.lanes_of(record.topic).await?;
+        let p = partition_for_key(&record.key, lanes.len() as i32);
+        let size = record.key.len()
+            + record.value.len()
+            + record
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let rs = RsRecord {
+            key: Some(record.key),
+            value: Some(record.value),
+            headers: record.headers.into_iter().collect::<BTreeMap<_, _>>(),
+            timestamp: Utc::now(),
+        };
+        let lane = lanes
+            .get(p as usize)
+            .ok_or_else(|| Error::Internal(format!("no lane for partition {p}")))?;
+        lane.send(LaneMsg::Record(rs, size))
+            .map_err(|_| Error::Internal("kafka publisher lane stopped".into()))?;
+        // The lane returns the permit once the record is acknowledged or has failed.
+        permit.forget();
+        self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let all: Vec<_> = self.lanes.read().await.values().cloned().collect();
+        let mut waits = Vec::new();
+        for lanes in &all {
+            for lane in lanes.iter() {
+                let (tx, rx) = oneshot::channel();
+                if lane.send(LaneMsg::Flush(tx)).is_ok() {
+                    waits.push(rx);
+                }
+            }
+        }
+        for w in waits {
+            // A lane that stopped has failed its records already; the count below tells.
+            let _ = w.await;
+        }
+        let failed = self.shared.counters.failed.load(Ordering::Relaxed);
+        let before = self.reported_failures.swap(failed, Ordering::Relaxed);
+        if failed > before {
+            return Err(unavailable(format!(
+                "{} record(s) could not be delivered since the last flush",
+                failed - before
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One partition's lane: gathers a batch, produces it, repeats. Ends when the publisher
+/// (every sender) is gone and the channel is drained.
+async fn run_lane(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    mut rx: mpsc::UnboundedReceiver<LaneMsg>,
+) {
+    let cfg = shared.client.cfg.clone();
+    let mut client: Option<PartitionClient> = None;
+    let mut batch: Vec<RsRecord> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut bytes = take(first, &mut batch, &mut waiters);
+        let until = Instant::now() + cfg.linger;
+        let mut closed = false;
+        // Gather: whatever is queued now, then more until linger ends, the batch is full,
+        // or someone flushes.
+        loop {
+            let full = bytes >= cfg.max_batch_bytes;
+            if full {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => {
+                    bytes += take(m, &mut batch, &mut waiters);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if !waiters.is_empty() || batch.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(m)) => bytes += take(m, &mut batch, &mut waiters),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            let result = produce(
+                &shared,
+                &mut client,
+                &topic,
+                partition,
+                std::mem::take(&mut batch),
+            )
+            .await;
+            match result {
+                Ok(()) => {
+                    shared.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    warn!(%topic, partition, records = n, error = %e, "produce failed; records dropped");
+                    shared
+                        .counters
+                        .failed
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            shared.permits.add_permits(n);
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+/// Adds a message to the batch being gathered; returns the bytes it adds.
+fn take(m: LaneMsg, batch: &mut Vec<RsRecord>, waiters: &mut Vec<oneshot::Sender<()>>) -> usize {
+    match m {
+        LaneMsg::Record(r, size) => {
+            batch.push(r);
+            // Per-record framing overhead, roughly.
+            size + 16
+        }
+        LaneMsg::Flush(w) => {
+            waiters.push(w);
+            0
+        }
+    }
+}
+
+async fn produce(
+    shared: &Shared,
+    client: &mut Option<PartitionClient>,
+    topic: &str,
+    partition: i32,
+    records: Vec<RsRecord>,
+) -> Result<()> {
+    let cfg = &shared.client.cfg;
+    if client.is_none() {
+        let c = shared
+            .client
+            .rs
+            .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| from_rskafka("partition leader", e))?;
+        *client = Some(c);
+    }
+    let Some(c) = client.as_ref() else {
+        return Err(Error::Internal("partition client missing".into()));
+    };
+    // rskafka bounds its own retries by the backoff deadline; this bounds one attempt that
+    // hangs.
+    match tokio::time::timeout(
+        cfg.request_deadline * 2,
+        c.produce(records, cfg.compression),
+    )
+    .await
+    {
+        Ok(Ok(_offsets)) => Ok(()),
+        Ok(Err(e)) => Err(from_rskafka("produce", e)),
+        Err(_) => {
+            *client = None;
+            Err(unavailable(format!(
+                "produce to {topic}/{partition} timed out"
+            )))
+        }
+    }
+}
