@@ -150,7 +150,8 @@ pub trait GroupConsumer: Send {
 /// picks one (the in-process bus or Kafka) and hands it to both roles.
 #[async_trait]
 pub trait MessageBus: Send + Sync {
-    /// The shared publisher.
+    /// A publisher. Callers that flush and then commit should each take their own, so a
+    /// delivery failure is reported to the caller whose records failed.
     fn publisher(&self) -> std::sync::Arc<dyn RecordPublisher>;
     /// Joins `group` as a new member subscribed to `topics`.
     async fn join(&self, group: &str, topics: &[Topic]) -> Result<Box<dyn GroupConsumer>>;
@@ -336,9 +337,9 @@ pub trait StatsSink: Send + Sync {
     /// Stores each aggregate under its key (window, book, source topic, source partition,
     /// first offset) unless the stored one already covers at least the same offsets
     /// (`next_offset` as large). Idempotent: storing the same aggregates again changes
-    /// nothing. A replay of a window starts at the same first offset, so it replaces; a
-    /// different first offset is a different stretch of the log (the in-process bus after
-    /// a restart), so it adds.
+    /// nothing. A replay of a window starts at the same first offset, so it replaces or is
+    /// ignored; a different first offset is a different stretch of the log (the in-process
+    /// bus after a restart), so it adds.
     async fn upsert(&self, aggregates: &[Aggregate]) -> Result<UpsertReport>;
 }
 

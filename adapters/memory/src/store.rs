@@ -586,14 +586,12 @@ impl StatsSink for MemoryStore {
                     report.inserted += 1;
                     st.stats.insert(key, a.clone());
                 }
-                Some(old) if old.source.next_offset <= a.source.next_offset => {
-                    if old == a {
-                        report.ignored += 1;
-                    } else {
-                        report.replaced += 1;
-                        st.stats.insert(key, a.clone());
-                    }
+                // Same first offset, more offsets covered: the more complete figure.
+                Some(old) if old.source.next_offset < a.source.next_offset => {
+                    report.replaced += 1;
+                    st.stats.insert(key, a.clone());
                 }
+                // Covers no more than what is stored: a replay.
                 Some(_) => report.ignored += 1,
             }
         }

@@ -1,0 +1,282 @@
+//! The bookstore role's composition: the SQL store, the HTTP API, the outbox relay and the
+//! statistics ingest (group `main-app-analytics-group`), over whichever bus is chosen.
+//!
+//! [`BookstoreArgs`] holds its configuration; [`Bookstore::start`] builds and starts it;
+//! [`RunningBookstore::stop`] drains HTTP, relays the last outbox rows, commits and leaves
+//! the group.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use folio_domain::analytics::{StopFlag, WorkerStats};
+use folio_domain::money::Currency;
+use folio_domain::ports::{Clock, MessageBus, Readiness};
+use folio_domain::services::{
+    Bookstore, BookstoreDeps, BusEventPublisher, IngestStats, OutboxRelay, StatsIngest, StoreConfig,
+};
+use folio_domain::topics::Topic;
+use folio_http::{Argon2Hasher, HmacTokens, HttpState};
+use folio_memory::{PaymentMode, SimulatedPayments};
+use rand::RngCore;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// The bookstore's consumer group for aggregates.
+pub const GROUP: &str = "main-app-analytics-group";
+
+/// How the simulated payment provider answers.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Payments {
+    /// Confirm at once.
+    Immediate,
+    /// Leave purchases pending until the signed webhook confirms them.
+    Webhook,
+}
+
+/// The bookstore's configuration.
+#[derive(Debug, Clone, Args)]
+pub struct BookstoreArgs {
+    /// sqlite://path or postgres://user:pass@host/db.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/folio.db?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Where the HTTP API listens.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// The admin account ensured at startup.
+    #[arg(long, env = "FOLIO_ADMIN_EMAIL", default_value = "admin@folio.local")]
+    pub admin_email: String,
+    /// Its password; when unset a random one is generated and printed once.
+    #[arg(long, env = "FOLIO_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Secret that signs bearer tokens. Set it when several instances serve one store or
+    /// tokens must survive a restart; otherwise a random one is used.
+    #[arg(long, env = "FOLIO_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Secret the payment provider signs webhooks with.
+    #[arg(long, env = "FOLIO_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// How the built-in simulated payment provider behaves.
+    #[arg(long, env = "FOLIO_PAYMENTS", value_enum, default_value = "immediate")]
+    pub payments: Payments,
+    /// The store's currency: every price is in it.
+    #[arg(long, env = "FOLIO_CURRENCY", default_value = "USD")]
+    pub currency: String,
+}
+
+fn random_secret() -> String {
+    let mut b = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A started bookstore.
+pub struct RunningBookstore {
+    pub http_addr: String,
+    pub admin_email: String,
+    /// Set when the password was generated at startup.
+    pub generated_admin_password: Option<String>,
+    stop: StopFlag,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningBookstore {
+    /// Drains HTTP, relays the last outbox rows, commits the ingest and leaves its group.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.http_stop.take() {
+            let _ = tx.send(());
+        }
+        self.stop.stop();
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Builds and starts the bookstore role.
+pub struct Starter;
+
+impl Starter {
+    /// `analytics` is the in-process analytics worker's counters, when it shares the
+    /// process, so `/metrics` can show them.
+    pub async fn start(
+        args: &BookstoreArgs,
+        bus: Arc<dyn MessageBus>,
+        clock: Arc<dyn Clock>,
+        analytics: Option<Arc<WorkerStats>>,
+    ) -> anyhow::Result<RunningBookstore> {
+        let currency = Currency::parse(&args.currency).context("FOLIO_CURRENCY")?;
+        let store = folio_sql::connect(&args.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", redact(&args.database_url)))?;
+        let store = Arc::new(store);
+        let token_secret = args.token_secret.clone().unwrap_or_else(|| {
+            warn!("FOLIO_TOKEN_SECRET is unset: tokens are signed with a random secret and end with this process");
+            random_secret()
+        });
+        let webhook_secret = args.webhook_secret.clone().unwrap_or_else(random_secret);
+        let mode = match args.payments {
+            Payments::Immediate => PaymentMode::Immediate,
+            Payments::Webhook => PaymentMode::Deferred,
+        };
+        let bookstore = Bookstore::new(BookstoreDeps {
+            config: StoreConfig { currency },
+            clock: clock.clone(),
+            users: store.clone(),
+            books: store.clone(),
+            files: store.clone(),
+            purchases: store.clone(),
+            reviews: store.clone(),
+            ratings: store.clone(),
+            stats: store.clone(),
+            events: Arc::new(BusEventPublisher::new(bus.publisher())),
+            payments: Arc::new(SimulatedPayments::new(webhook_secret.as_bytes(), mode)),
+            hasher: Arc::new(Argon2Hasher::new()),
+            tokens: Arc::new(HmacTokens::new(token_secret.into_bytes())?),
+        });
+        let generated = args.admin_password.is_none().then(random_secret);
+        let password = args
+            .admin_password
+            .clone()
+            .or(generated.clone())
+            .unwrap_or_default();
+        bookstore.ensure_admin(&args.admin_email, &password).await?;
+
+        let stop = StopFlag::new();
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+        let relay = OutboxRelay::new(store.clone(), bus.publisher(), clock.clone());
+        let relay_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            relay.run(relay_stop).await;
+            Ok(())
+        }));
+        let consumer = bus.join(GROUP, &[Topic::AggregatedStats]).await?;
+        let ingest = StatsIngest::new(consumer, store.clone(), bus.publisher(), clock.clone());
+        let ingest_stats = ingest.stats();
+        let ingest_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest.run(ingest_stop).await.map_err(Into::into)
+        }));
+
+        let readiness: Vec<Arc<dyn Readiness>> = vec![store.clone()];
+        let metrics = extra_metrics(ingest_stats, analytics, store.clone());
+        let state = HttpState {
+            bookstore,
+            readiness,
+            extra_metrics: Some(metrics),
+        };
+        let listener_addr = args.http_addr.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = folio_http::app(state);
+        let listener = tokio::net::TcpListener::bind(&listener_addr)
+            .await
+            .with_context(|| format!("listening on {listener_addr}"))?;
+        let http_addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(listener_addr);
+        tasks.push(tokio::spawn(async move {
+            folio_http::serve_on(
+                listener,
+                app,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(10),
+            )
+            .await
+            .context("HTTP server")
+        }));
+        info!(%http_addr, "bookstore started");
+        Ok(RunningBookstore {
+            http_addr,
+            admin_email: args.admin_email.clone(),
+            generated_admin_password: generated,
+            stop,
+            http_stop: Some(tx),
+            tasks,
+        })
+    }
+}
+
+/// Worker and outbox counters in Prometheus text format.
+fn extra_metrics(
+    ingest: Arc<IngestStats>,
+    analytics: Option<Arc<WorkerStats>>,
+    store: Arc<folio_sql::SqlStore>,
+) -> Arc<dyn Fn() -> String + Send + Sync> {
+    let _ = store;
+    Arc::new(move || {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            "folio_ingest_aggregates_stored_total",
+            "Aggregates stored or replaced by the statistics ingest.",
+            ingest.stored.load(Ordering::Relaxed),
+        );
+        counter(
+            "folio_ingest_aggregates_ignored_total",
+            "Aggregates ignored because a stored one covers as many offsets (replays).",
+            ingest.ignored.load(Ordering::Relaxed),
+        );
+        counter(
+            "folio_ingest_dead_letters_total",
+            "Undecodable aggregates sent to analytics.dlq.",
+            ingest.dead_lettered.load(Ordering::Relaxed),
+        );
+        if let Some(a) = &analytics {
+            counter(
+                "folio_analytics_events_counted_total",
+                "Events folded into windows.",
+                WorkerStats::get(&a.counted),
+            );
+            counter(
+                "folio_analytics_duplicates_total",
+                "Events skipped because their event_id was already counted.",
+                WorkerStats::get(&a.duplicates),
+            );
+            counter(
+                "folio_analytics_late_events_total",
+                "Events that arrived after their window closed (dead-lettered).",
+                WorkerStats::get(&a.late),
+            );
+            counter(
+                "folio_analytics_dead_letters_total",
+                "Records sent to analytics.dlq.",
+                WorkerStats::get(&a.dead_lettered),
+            );
+            counter(
+                "folio_analytics_aggregates_published_total",
+                "Aggregates published.",
+                WorkerStats::get(&a.aggregates_published),
+            );
+        }
+        out
+    })
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

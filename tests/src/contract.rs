@@ -1,0 +1,1509 @@
+//! Contract suites for the storage ports: one async check per port (or group of ports that
+//! only make sense together), written against the traits alone so every implementation
+//! runs the same checks: the SQL store on SQLite and PostgreSQL, and the in-memory fakes.
+//!
+//! Each check expects a fresh, empty store and asserts exact values; it panics (through
+//! `assert_eq!`) or returns an error on the first mismatch. [`contract_suite!`] turns all of
+//! them into `#[tokio::test]` functions for one store type.
+//!
+//! Times used here are whole milliseconds: that is the precision events carry on the wire,
+//! and the precision the SQL store keeps.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use folio_domain::accounts::{Email, NewUser, Role, User};
+use folio_domain::analytics::{Aggregate, Figures, Sketch, SourceRange};
+use folio_domain::catalog::{Book, BookDraft, BookFileUpload, PageRequest};
+use folio_domain::commerce::{ConfirmOutcome, PurchaseStatus};
+use folio_domain::events::{Event, EventMeta};
+use folio_domain::feedback::{ReviewText, Stars};
+use folio_domain::ids::{BookId, PurchaseId, UserId};
+use folio_domain::money::{Currency, Money};
+use folio_domain::ports::{
+    BookFileStore, BookRepository, Outbox, PurchaseRepository, RatingRepository, Readiness,
+    ReviewRepository, StatsQuery, StatsSink, UpsertReport, UserRepository,
+};
+use folio_domain::stats::{
+    fold_by_window, BookFigures, PopularSort, StatsFold, TimeRange, TopBook, TopGenre,
+};
+use folio_domain::topics::Topic;
+use folio_domain::Error;
+
+/// Generates one `#[tokio::test]` per contract check for a store type that implements
+/// every storage port.
+///
+/// `$setup` is an async function returning `anyhow::Result<(G, S)>`: `S` is the store and
+/// `G` anything that must outlive the test (a temporary directory, say).
+///
+/// ```ignore
+/// folio_tests::contract_suite!(sqlite_store);
+/// ```
+#[macro_export]
+macro_rules! contract_suite {
+    ($setup:path) => {
+        $crate::contract_suite!(@tests $setup;
+            users(users),
+            books(books),
+            book_files(books, files),
+            purchases(users, books, purchases, outbox),
+            reviews(users, books, reviews, outbox),
+            ratings(users, books, ratings, outbox),
+            outbox(users, books, ratings, outbox),
+            stats_sink(sink, query),
+            stats_query(books, sink, query),
+            stats_match_fold(books, sink, query),
+            readiness(readiness),
+            concurrent_completion(users, books, purchases, outbox),
+            concurrent_rating_updates(users, books, ratings),
+            concurrent_claims(users, books, ratings, outbox),
+            concurrent_upserts(sink, query),
+        );
+    };
+    (@tests $setup:path; $($check:ident($($port:ident),*)),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() -> anyhow::Result<()> {
+                let (_guard, store) = $setup().await?;
+                $( let $port = &store; )*
+                $crate::contract::$check($($port),*).await
+            }
+        )*
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------
+
+/// 2026-03-01T12:00:00Z plus `secs` seconds.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .unwrap_or_default()
+        + chrono::Duration::seconds(secs)
+}
+
+pub fn usd() -> Currency {
+    Currency::parse("USD").unwrap_or_else(|_| unreachable!("USD is a valid currency code"))
+}
+
+pub async fn new_user(users: &dyn UserRepository, email: &str) -> Result<User> {
+    let user = NewUser {
+        email: Email::parse(email)?,
+        display_name: format!("reader {email}"),
+        role: Role::User,
+        password_hash: format!("hash-of-{email}"),
+    };
+    Ok(users.create(user, at(0)).await?)
+}
+
+pub async fn new_book(
+    books: &dyn BookRepository,
+    title: &str,
+    genre: &str,
+    price_cents: i64,
+) -> Result<Book> {
+    let draft = BookDraft::new(
+        title,
+        "An Author",
+        genre,
+        "A description.",
+        price_cents,
+        "USD",
+        usd(),
+    )?;
+    Ok(books.create(draft, at(0)).await?)
+}
+
+fn is_duplicate<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Duplicate(_)))
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::NotFound { .. }))
+}
+
+fn is_conflict<T: std::fmt::Debug>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Conflict(_)))
+}
+
+/// Everything waiting in the outbox, oldest first, as a relay at `now` publishes it:
+/// claimed, then marked published.
+async fn publish_all(outbox: &dyn Outbox, now: DateTime<Utc>) -> Result<Vec<Event>> {
+    let entries = outbox.claim(1000, Duration::from_secs(30), now).await?;
+    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+    outbox.mark_published(&ids, now).await?;
+    Ok(entries.into_iter().map(|e| e.event).collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Repositories
+// ---------------------------------------------------------------------------------------
+
+/// Users: unique e-mail, lookups, count, and `ensure_admin` creating or promoting.
+pub async fn users(users: &dyn UserRepository) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    assert_eq!(ann.email.as_str(), "ann@example.org");
+    assert_eq!(ann.role, Role::User);
+    assert_eq!(ann.password_hash, "hash-of-ann@example.org");
+    assert_eq!(ann.created_at, at(0));
+    assert_eq!(users.get(ann.id).await?, Some(ann.clone()));
+    assert_eq!(
+        users
+            .find_by_email(&Email::parse("ANN@example.org")?)
+            .await?,
+        Some(ann.clone())
+    );
+    assert_eq!(
+        users
+            .find_by_email(&Email::parse("bob@example.org")?)
+            .await?,
+        None
+    );
+    assert_eq!(users.get(UserId(ann.id.get() + 1000)).await?, None);
+
+    let twin = NewUser {
+        email: Email::parse("Ann@Example.org")?,
+        display_name: "another Ann".into(),
+        role: Role::User,
+        password_hash: "other".into(),
+    };
+    assert!(
+        is_duplicate(&users.create(twin, at(1)).await),
+        "an e-mail is registered once"
+    );
+    assert_eq!(users.count().await?, 1);
+
+    let admin_email = Email::parse("admin@example.org")?;
+    let admin = users
+        .ensure_admin(&admin_email, "admin-hash", at(5))
+        .await?;
+    assert_eq!(admin.role, Role::Admin);
+    assert_eq!(admin.password_hash, "admin-hash");
+    let again = users
+        .ensure_admin(&admin_email, "admin-hash-2", at(6))
+        .await?;
+    assert_eq!(
+        again.id, admin.id,
+        "ensure_admin must not create a second account"
+    );
+    assert_eq!(again.password_hash, "admin-hash-2");
+
+    let promoted = users.ensure_admin(&ann.email, "new-hash", at(7)).await?;
+    assert_eq!(promoted.id, ann.id);
+    assert_eq!(promoted.role, Role::Admin);
+    assert_eq!(promoted.password_hash, "new-hash");
+    assert_eq!(users.count().await?, 2);
+    Ok(())
+}
+
+/// The catalog: paging with totals, genre filter, update, soft delete.
+pub async fn books(books: &dyn BookRepository) -> Result<()> {
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    let emma = new_book(books, "Emma", "Classics", 0).await?;
+    let neuro = new_book(books, "Neuromancer", "SF", 999).await?;
+    assert_eq!(dune.title, "Dune");
+    assert_eq!(dune.price, Money::new(1299, usd()));
+    assert_eq!(dune.file, None);
+    assert_eq!((dune.created_at, dune.updated_at), (at(0), at(0)));
+    assert!(emma.is_free());
+    assert_eq!(books.get(dune.id).await?, Some(dune.clone()));
+
+    let first = books
+        .list(PageRequest::new(Some(1), Some(2))?, None)
+        .await?;
+    assert_eq!(first.total, 3);
+    assert_eq!((first.page, first.per_page), (1, 2));
+    assert_eq!(
+        first.items.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![dune.id, emma.id]
+    );
+    let second = books
+        .list(PageRequest::new(Some(2), Some(2))?, None)
+        .await?;
+    assert_eq!(second.total, 3);
+    assert_eq!(
+        second.items.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![neuro.id]
+    );
+    let beyond = books
+        .list(PageRequest::new(Some(3), Some(2))?, None)
+        .await?;
+    assert_eq!((beyond.total, beyond.items.len()), (3, 0));
+    let sf = books
+        .list(PageRequest::new(None, None)?, Some("SF"))
+        .await?;
+    assert_eq!(sf.total, 2);
+    assert_eq!(
+        sf.items.iter().map(|b| b.id).collect::<Vec<_>>(),
+        vec![dune.id, neuro.id]
+    );
+
+    let draft = BookDraft::new(
+        "Dune Messiah",
+        "Frank Herbert",
+        "SF",
+        "Sequel.",
+        1499,
+        "USD",
+        usd(),
+    )?;
+    let updated = books.update(dune.id, draft, at(60)).await?;
+    assert_eq!(updated.id, dune.id);
+    assert_eq!(updated.title, "Dune Messiah");
+    assert_eq!(updated.author, "Frank Herbert");
+    assert_eq!(updated.price.amount_cents, 1499);
+    assert_eq!((updated.created_at, updated.updated_at), (at(0), at(60)));
+    assert_eq!(books.get(dune.id).await?, Some(updated));
+
+    books.delete(neuro.id, at(120)).await?;
+    assert_eq!(books.get(neuro.id).await?, None);
+    let live = books.list(PageRequest::new(None, None)?, None).await?;
+    assert_eq!(live.total, 2);
+    assert_eq!(
+        books
+            .list(PageRequest::new(None, None)?, Some("SF"))
+            .await?
+            .total,
+        1
+    );
+    assert!(
+        is_not_found(&books.delete(neuro.id, at(121)).await),
+        "deleting twice is NotFound"
+    );
+    let draft = BookDraft::new("Count Zero", "W. Gibson", "SF", "", 999, "USD", usd())?;
+    assert!(
+        is_not_found(&books.update(neuro.id, draft.clone(), at(122)).await),
+        "a deleted book cannot be updated"
+    );
+    assert!(is_not_found(
+        &books.update(BookId(999_999), draft, at(122)).await
+    ));
+    assert!(is_not_found(&books.delete(BookId(999_999), at(122)).await));
+    Ok(())
+}
+
+/// Book files: absent until uploaded, byte-identical when read back in chunks, replaceable.
+pub async fn book_files(books: &dyn BookRepository, files: &dyn BookFileStore) -> Result<()> {
+    let book = new_book(books, "Dune", "SF", 1299).await?;
+    assert!(
+        files.open(book.id).await?.is_none(),
+        "a book without a file opens as None"
+    );
+
+    let bytes: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let info = files
+        .put(
+            book.id,
+            BookFileUpload::new("dune.epub", "application/epub+zip", bytes.clone())?,
+        )
+        .await?;
+    assert_eq!(info.file_name, "dune.epub");
+    assert_eq!(info.content_type, "application/epub+zip");
+    assert_eq!(info.size_bytes, 600 * 1024);
+    assert_eq!(
+        books.get(book.id).await?.and_then(|b| b.file),
+        Some(info.clone())
+    );
+
+    let (opened, mut chunks) = files
+        .open(book.id)
+        .await?
+        .context("the uploaded file opens")?;
+    assert_eq!(opened, info);
+    let mut read = Vec::new();
+    while let Some(chunk) = chunks.next_chunk().await? {
+        ensure!(!chunk.is_empty(), "chunks are never empty");
+        read.extend_from_slice(&chunk);
+    }
+    ensure!(
+        read == bytes,
+        "the file must come back byte-identical ({} of {} bytes)",
+        read.len(),
+        bytes.len()
+    );
+    assert_eq!(chunks.next_chunk().await?, None, "the end stays the end");
+
+    let info = files
+        .put(
+            book.id,
+            BookFileUpload::new("dune-2.txt", "text/plain", b"second edition".to_vec())?,
+        )
+        .await?;
+    assert_eq!(info.size_bytes, 14);
+    let (opened, mut chunks) = files
+        .open(book.id)
+        .await?
+        .context("the replaced file opens")?;
+    assert_eq!(opened.file_name, "dune-2.txt");
+    assert_eq!(chunks.next_chunk().await?, Some(b"second edition".to_vec()));
+    assert_eq!(chunks.next_chunk().await?, None);
+    Ok(())
+}
+
+/// Purchases: one per (user, book), completion is idempotent and writes exactly one
+/// outbox event, failed purchases can be retried.
+pub async fn purchases(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    purchases: &dyn PurchaseRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    let emma = new_book(books, "Emma", "Classics", 499).await?;
+
+    let pending = purchases
+        .create_pending(ann.id, dune.id, dune.price, at(10))
+        .await?;
+    assert_eq!(pending.status, PurchaseStatus::Pending);
+    assert_eq!(
+        (pending.user_id, pending.book_id, pending.price),
+        (ann.id, dune.id, Money::new(1299, usd()))
+    );
+    assert_eq!(
+        (
+            pending.payment_ref.clone(),
+            pending.created_at,
+            pending.completed_at
+        ),
+        (None, at(10), None)
+    );
+    assert_eq!(purchases.get(pending.id).await?, Some(pending.clone()));
+    assert_eq!(
+        purchases.find(ann.id, dune.id).await?,
+        Some(pending.clone())
+    );
+    assert_eq!(purchases.find(ann.id, emma.id).await?, None);
+    assert!(is_duplicate(
+        &purchases
+            .create_pending(ann.id, dune.id, dune.price, at(11))
+            .await
+    ));
+    assert_eq!(
+        outbox.backlog().await?,
+        0,
+        "a pending purchase emits nothing"
+    );
+
+    let meta = EventMeta::new(at(20));
+    let done = match purchases.complete(pending.id, "pay-1", meta).await? {
+        ConfirmOutcome::Completed(p) => p,
+        other => return Err(anyhow!("first completion must complete, got {other:?}")),
+    };
+    assert_eq!(done.id, pending.id);
+    assert_eq!(done.status, PurchaseStatus::Completed);
+    assert_eq!(done.payment_ref.as_deref(), Some("pay-1"));
+    assert_eq!(done.completed_at, Some(at(20)));
+    // A retried webhook: same purchase, nothing new in the outbox.
+    match purchases
+        .complete(pending.id, "pay-1", EventMeta::new(at(25)))
+        .await?
+    {
+        ConfirmOutcome::AlreadyCompleted(p) => assert_eq!(p, done),
+        other => {
+            return Err(anyhow!(
+                "second completion must be AlreadyCompleted, got {other:?}"
+            ))
+        }
+    }
+    assert_eq!(outbox.backlog().await?, 1);
+    assert_eq!(
+        publish_all(outbox, at(30)).await?,
+        vec![Event::purchased(meta, &done)]
+    );
+
+    assert!(is_duplicate(
+        &purchases
+            .create_pending(ann.id, dune.id, dune.price, at(40))
+            .await
+    ));
+    assert!(
+        is_conflict(&purchases.fail(done.id, "late-decline").await),
+        "a completed purchase cannot fail"
+    );
+    assert!(is_not_found(
+        &purchases
+            .complete(PurchaseId(999_999), "pay-x", EventMeta::new(at(41)))
+            .await
+    ));
+
+    let attempt = purchases
+        .create_pending(ann.id, emma.id, emma.price, at(50))
+        .await?;
+    let failed = purchases.fail(attempt.id, "declined").await?;
+    assert_eq!(failed.status, PurchaseStatus::Failed);
+    assert_eq!(
+        purchases.find(ann.id, emma.id).await?.map(|p| p.status),
+        Some(PurchaseStatus::Failed)
+    );
+    assert!(is_conflict(
+        &purchases
+            .complete(attempt.id, "pay-2", EventMeta::new(at(51)))
+            .await
+    ));
+    let retry = purchases
+        .create_pending(ann.id, emma.id, emma.price, at(60))
+        .await?;
+    assert_eq!(retry.status, PurchaseStatus::Pending);
+    assert_eq!(purchases.find(ann.id, emma.id).await?, Some(retry.clone()));
+    let meta = EventMeta::new(at(61));
+    let ConfirmOutcome::Completed(bought) = purchases.complete(retry.id, "pay-3", meta).await?
+    else {
+        return Err(anyhow!("the retried purchase must complete"));
+    };
+    assert_eq!(
+        publish_all(outbox, at(62)).await?,
+        vec![Event::purchased(meta, &bought)]
+    );
+    assert_eq!(outbox.backlog().await?, 0);
+    Ok(())
+}
+
+/// Reviews: one per (user, book); create and update write their events, the update with
+/// the length of the text it replaced.
+pub async fn reviews(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    reviews: &dyn ReviewRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    let bob = new_user(users, "bob@example.org").await?;
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+
+    let created_meta = EventMeta::new(at(10));
+    let review = reviews
+        .create(
+            dune.id,
+            ann.id,
+            &ReviewText::parse("Great book")?,
+            created_meta,
+        )
+        .await?;
+    assert_eq!(
+        (review.book_id, review.user_id, review.text.as_str()),
+        (dune.id, ann.id, "Great book")
+    );
+    assert_eq!((review.created_at, review.updated_at), (at(10), at(10)));
+    assert!(is_duplicate(
+        &reviews
+            .create(
+                dune.id,
+                ann.id,
+                &ReviewText::parse("Again")?,
+                EventMeta::new(at(11))
+            )
+            .await
+    ));
+
+    let updated_meta = EventMeta::new(at(20));
+    let update = reviews
+        .update(
+            dune.id,
+            ann.id,
+            &ReviewText::parse("Great book, long middle part")?,
+            updated_meta,
+        )
+        .await?;
+    assert_eq!(update.old_length, 10);
+    assert_eq!(update.review.id, review.id);
+    assert_eq!(update.review.text, "Great book, long middle part");
+    assert_eq!(
+        (update.review.created_at, update.review.updated_at),
+        (at(10), at(20))
+    );
+    assert!(is_not_found(
+        &reviews
+            .update(
+                dune.id,
+                bob.id,
+                &ReviewText::parse("Hm")?,
+                EventMeta::new(at(21))
+            )
+            .await
+    ));
+
+    let m3 = EventMeta::new(at(30));
+    let second = reviews
+        .create(dune.id, bob.id, &ReviewText::parse("Too long")?, m3)
+        .await?;
+    let page = reviews
+        .list_for_book(dune.id, PageRequest::new(Some(1), Some(1))?)
+        .await?;
+    assert_eq!(page.total, 2);
+    assert_eq!(page.items, vec![update.review.clone()]);
+    let page = reviews
+        .list_for_book(dune.id, PageRequest::new(Some(2), Some(1))?)
+        .await?;
+    assert_eq!(page.items, vec![second.clone()]);
+
+    assert_eq!(
+        publish_all(outbox, at(40)).await?,
+        vec![
+            Event::reviewed(created_meta, &review, None),
+            Event::reviewed(updated_meta, &update.review, Some(10)),
+            Event::reviewed(m3, &second, None),
+        ]
+    );
+    Ok(())
+}
+
+/// Ratings: one per (user, book); an update returns the value it replaced and its event
+/// carries it as `old_rating`.
+pub async fn ratings(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    ratings: &dyn RatingRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    let bob = new_user(users, "bob@example.org").await?;
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+
+    let m1 = EventMeta::new(at(10));
+    let rating = ratings
+        .create(dune.id, ann.id, Stars::parse(4)?, m1)
+        .await?;
+    assert_eq!(
+        (rating.book_id, rating.user_id, rating.stars.get()),
+        (dune.id, ann.id, 4)
+    );
+    assert_eq!((rating.created_at, rating.updated_at), (at(10), at(10)));
+    assert!(is_duplicate(
+        &ratings
+            .create(dune.id, ann.id, Stars::parse(5)?, EventMeta::new(at(11)))
+            .await
+    ));
+
+    let m2 = EventMeta::new(at(20));
+    let first = ratings
+        .update(dune.id, ann.id, Stars::parse(2)?, m2)
+        .await?;
+    assert_eq!(first.old.get(), 4);
+    assert_eq!(first.rating.stars.get(), 2);
+    assert_eq!(
+        (first.rating.created_at, first.rating.updated_at),
+        (at(10), at(20))
+    );
+    let m3 = EventMeta::new(at(30));
+    let second = ratings
+        .update(dune.id, ann.id, Stars::parse(5)?, m3)
+        .await?;
+    assert_eq!((second.old.get(), second.rating.stars.get()), (2, 5));
+    assert!(is_not_found(
+        &ratings
+            .update(dune.id, bob.id, Stars::parse(3)?, EventMeta::new(at(31)))
+            .await
+    ));
+
+    let events = publish_all(outbox, at(40)).await?;
+    assert_eq!(
+        events,
+        vec![
+            Event::rated(m1, &rating, None),
+            Event::rated(m2, &first.rating, Some(Stars::parse(4)?)),
+            Event::rated(m3, &second.rating, Some(Stars::parse(2)?)),
+        ]
+    );
+    match &events[1] {
+        Event::BookRated {
+            rating: 2,
+            old_rating: Some(4),
+            ..
+        } => {}
+        other => {
+            return Err(anyhow!(
+                "the update's event must carry old_rating 4, got {other:?}"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The outbox: oldest first, leases keep an entry from a second relay until they run out,
+/// published entries are never claimed again.
+pub async fn outbox(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    ratings: &dyn RatingRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    let mut written = Vec::new();
+    for (i, email) in ["a@example.org", "b@example.org", "c@example.org"]
+        .into_iter()
+        .enumerate()
+    {
+        let user = new_user(users, email).await?;
+        let meta = EventMeta::new(at(i as i64));
+        let r = ratings
+            .create(dune.id, user.id, Stars::parse(i as i64 + 1)?, meta)
+            .await?;
+        written.push(Event::rated(meta, &r, None));
+    }
+    assert_eq!(outbox.backlog().await?, 3);
+    let lease = Duration::from_secs(30);
+
+    let first = outbox.claim(2, lease, at(100)).await?;
+    assert_eq!(first.len(), 2);
+    ensure!(first[0].id < first[1].id, "claims come oldest first");
+    assert_eq!(
+        first.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        written[..2].to_vec()
+    );
+
+    // A second relay at the same moment gets only what the first did not lease.
+    let second = outbox.claim(10, lease, at(100)).await?;
+    assert_eq!(
+        second.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        written[2..].to_vec()
+    );
+    assert!(
+        outbox.claim(10, lease, at(120)).await?.is_empty(),
+        "leased entries are not handed out"
+    );
+
+    outbox.mark_published(&[first[0].id], at(125)).await?;
+    assert_eq!(outbox.backlog().await?, 2);
+    outbox.mark_published(&[], at(125)).await?;
+
+    // After the lease runs out, unpublished entries are claimable again.
+    let retry = outbox.claim(10, lease, at(131)).await?;
+    assert_eq!(
+        retry.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![first[1].id, second[0].id]
+    );
+    outbox
+        .mark_published(&[first[1].id, second[0].id], at(132))
+        .await?;
+    assert_eq!(outbox.backlog().await?, 0);
+    assert!(
+        outbox.claim(10, lease, at(1000)).await?.is_empty(),
+        "published entries are never claimed"
+    );
+    Ok(())
+}
+
+/// Readiness: the store names itself and answers when reachable.
+pub async fn readiness(r: &dyn Readiness) -> Result<()> {
+    assert_eq!(r.name(), "database");
+    r.check().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency: requests racing each other through one store (one task, many connections)
+// ---------------------------------------------------------------------------------------
+
+/// Six retried webhooks for one purchase racing each other: it completes once, with one
+/// outbox event.
+pub async fn concurrent_completion(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    purchases: &dyn PurchaseRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    let pending = purchases
+        .create_pending(ann.id, dune.id, dune.price, at(10))
+        .await?;
+    let complete = |i: i64| purchases.complete(pending.id, "pay-1", EventMeta::new(at(20 + i)));
+    let (a, b, c, d, e, f) = tokio::join!(
+        complete(0),
+        complete(1),
+        complete(2),
+        complete(3),
+        complete(4),
+        complete(5)
+    );
+    let outcomes = [a?, b?, c?, d?, e?, f?];
+    let completed = outcomes
+        .iter()
+        .filter(|o| matches!(o, ConfirmOutcome::Completed(_)))
+        .count();
+    assert_eq!(
+        completed, 1,
+        "exactly one webhook completes the purchase: {outcomes:?}"
+    );
+    assert_eq!(outbox.backlog().await?, 1, "one purchase, one event");
+    Ok(())
+}
+
+/// Six updates of one rating racing each other: each reads the value the previous one
+/// wrote, so the old values chain from the first rating to the last.
+pub async fn concurrent_rating_updates(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    ratings: &dyn RatingRepository,
+) -> Result<()> {
+    let ann = new_user(users, "ann@example.org").await?;
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    ratings
+        .create(dune.id, ann.id, Stars::parse(1)?, EventMeta::new(at(0)))
+        .await?;
+    let update = |stars: i64| async move {
+        ratings
+            .update(
+                dune.id,
+                ann.id,
+                Stars::parse(stars)?,
+                EventMeta::new(at(stars)),
+            )
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let (a, b, c, d, e, f) = tokio::join!(
+        update(2),
+        update(3),
+        update(4),
+        update(5),
+        update(2),
+        update(3)
+    );
+    let updates = [a?, b?, c?, d?, e?, f?];
+    // Serialisable means the olds are the first value plus every new value but the last:
+    // counting +1 for the first value and each new one, -1 for each old one leaves exactly
+    // the last value. Two updates reading the same value would drive a count below zero
+    // (no update writes 1, so the first value can be read only once).
+    let mut balance = [0i32; 6];
+    balance[1] += 1;
+    for u in &updates {
+        balance[usize::from(u.rating.stars.get())] += 1;
+        balance[usize::from(u.old.get())] -= 1;
+    }
+    ensure!(
+        balance.iter().all(|&b| b >= 0) && balance[1] == 0,
+        "updates lost one another: {updates:?}"
+    );
+    Ok(())
+}
+
+/// Three relays claiming at the same moment never get the same entry, and together with a
+/// follow-up claim they get every entry exactly once.
+pub async fn concurrent_claims(
+    users: &dyn UserRepository,
+    books: &dyn BookRepository,
+    ratings: &dyn RatingRepository,
+    outbox: &dyn Outbox,
+) -> Result<()> {
+    let dune = new_book(books, "Dune", "SF", 1299).await?;
+    for i in 0..10 {
+        let user = new_user(users, &format!("reader{i}@example.org")).await?;
+        ratings
+            .create(dune.id, user.id, Stars::parse(3)?, EventMeta::new(at(i)))
+            .await?;
+    }
+    let lease = Duration::from_secs(30);
+    let (a, b, c) = tokio::join!(
+        outbox.claim(4, lease, at(100)),
+        outbox.claim(4, lease, at(100)),
+        outbox.claim(4, lease, at(100)),
+    );
+    let mut ids: Vec<i64> = [a?, b?, c?].into_iter().flatten().map(|e| e.id).collect();
+    ids.extend(
+        outbox
+            .claim(100, lease, at(100))
+            .await?
+            .into_iter()
+            .map(|e| e.id),
+    );
+    let claimed = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "an entry was handed to two relays");
+    assert_eq!(claimed, 10, "every entry is claimed once");
+    Ok(())
+}
+
+/// Two ingesters storing overlapping batches at once: every key ends with the aggregate
+/// covering the most offsets, and each report accounts for every aggregate it was given.
+pub async fn concurrent_upserts(sink: &dyn StatsSink, query: &dyn StatsQuery) -> Result<()> {
+    let batch = |extra: i64| -> Vec<Aggregate> {
+        (1..=20)
+            .map(|book| {
+                let n = 2 + extra + book % 3;
+                aggregate(
+                    0,
+                    book,
+                    Topic::BookViews,
+                    0,
+                    (0, n),
+                    views(n as u64, 0, &[book], 1, 2),
+                )
+            })
+            .collect()
+    };
+    let (small, large) = (batch(0), batch(5));
+    let (a, b, c) = tokio::join!(
+        sink.upsert(&small),
+        sink.upsert(&large),
+        sink.upsert(&small)
+    );
+    for (r, given) in [(a?, 20), (b?, 20), (c?, 20)] {
+        assert_eq!(r.inserted + r.replaced + r.ignored, given, "{r:?}");
+    }
+    for book in 1..=20 {
+        let stats = query.book(BookId(book), TimeRange::ALL).await?;
+        assert_eq!(
+            stats.figures.views,
+            (7 + book % 3) as u64,
+            "book {book} keeps the larger aggregate"
+        );
+    }
+    assert_eq!(sink.upsert(&large).await?, report(0, 0, 20));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------
+
+/// Window length of the hand-made aggregates.
+const WINDOW: i64 = 60;
+
+/// A sketch of exactly these user ids.
+pub fn users_sketch(ids: &[i64]) -> Sketch {
+    let mut s = Sketch::new();
+    for &id in ids {
+        s.insert_id(id);
+    }
+    s
+}
+
+/// An aggregate of the window starting `window` seconds after [`at`]`(0)`.
+pub fn aggregate(
+    window: i64,
+    book: i64,
+    topic: Topic,
+    partition: i32,
+    offsets: (i64, i64),
+    figures: Figures,
+) -> Aggregate {
+    Aggregate {
+        window_start: at(window),
+        window_end: at(window + WINDOW),
+        book_id: BookId(book),
+        source: SourceRange {
+            topic,
+            partition,
+            first_offset: offsets.0,
+            next_offset: offsets.1,
+        },
+        figures,
+    }
+}
+
+/// Views: `events` in total, `anonymous` of them without a user.
+fn views(events: u64, anonymous: u64, users: &[i64], first: i64, last: i64) -> Figures {
+    Figures {
+        events,
+        anonymous,
+        users: users_sketch(users),
+        first_at: Some(at(first)),
+        last_at: Some(at(last)),
+        ..Figures::default()
+    }
+}
+
+/// The sink: exact insert / replace / ignore counts, idempotence, and duplicates within
+/// one batch decided in order.
+pub async fn stats_sink(sink: &dyn StatsSink, query: &dyn StatsQuery) -> Result<()> {
+    let a = aggregate(
+        0,
+        1,
+        Topic::BookViews,
+        0,
+        (0, 5),
+        views(5, 0, &[1, 2], 1, 5),
+    );
+    let b = aggregate(0, 1, Topic::BookViews, 1, (0, 2), views(2, 1, &[3], 2, 3));
+    let c = aggregate(
+        0,
+        2,
+        Topic::BookDownloads,
+        0,
+        (10, 12),
+        views(2, 0, &[1], 4, 9),
+    );
+    assert_eq!(sink.upsert(&[]).await?, UpsertReport::default());
+    assert_eq!(
+        sink.upsert(&[a.clone(), b.clone(), c.clone()]).await?,
+        report(3, 0, 0)
+    );
+    let before = query.book(BookId(1), TimeRange::ALL).await?;
+    assert_eq!(
+        (before.figures.views, before.figures.unique_viewers),
+        (7, 3)
+    );
+
+    assert_eq!(
+        sink.upsert(&[a.clone(), b.clone(), c.clone()]).await?,
+        report(0, 0, 3),
+        "a replay is ignored"
+    );
+    assert_eq!(
+        query.book(BookId(1), TimeRange::ALL).await?,
+        before,
+        "a replay changes nothing"
+    );
+
+    // The same partition's figure, covering more offsets, replaces the stored one.
+    let a_more = aggregate(
+        0,
+        1,
+        Topic::BookViews,
+        0,
+        (0, 8),
+        views(8, 0, &[1, 2, 4], 1, 7),
+    );
+    assert_eq!(
+        sink.upsert(std::slice::from_ref(&a_more)).await?,
+        report(0, 1, 0)
+    );
+    let after = query.book(BookId(1), TimeRange::ALL).await?;
+    assert_eq!(
+        (
+            after.figures.views,
+            after.figures.unique_viewers,
+            after.figures.anonymous_views
+        ),
+        (10, 4, 1)
+    );
+    assert_eq!(after.figures.last_view_at, Some(at(7)));
+
+    // An older figure arriving late never overwrites a newer one.
+    assert_eq!(
+        sink.upsert(std::slice::from_ref(&a)).await?,
+        report(0, 0, 1)
+    );
+    assert_eq!(query.book(BookId(1), TimeRange::ALL).await?, after);
+
+    // Within one batch, aggregates are decided in order.
+    let d1 = aggregate(
+        WINDOW,
+        3,
+        Topic::BookViews,
+        2,
+        (20, 23),
+        views(3, 0, &[7], 61, 62),
+    );
+    let d2 = aggregate(
+        WINDOW,
+        3,
+        Topic::BookViews,
+        2,
+        (20, 24),
+        views(4, 0, &[7, 8], 61, 63),
+    );
+    assert_eq!(
+        sink.upsert(&[d1.clone(), d2.clone(), d1.clone(), d2])
+            .await?,
+        report(1, 1, 2)
+    );
+    let d = query.book(BookId(3), TimeRange::ALL).await?;
+    assert_eq!((d.figures.views, d.figures.unique_viewers), (4, 2));
+    Ok(())
+}
+
+fn report(inserted: u64, replaced: u64, ignored: u64) -> UpsertReport {
+    UpsertReport {
+        inserted,
+        replaced,
+        ignored,
+    }
+}
+
+/// Hand-computed figures: unique viewers across partitions, exact revenue, the average
+/// rating after an update, popular lists with a tie, per-window history, ranges, and the
+/// overview's top book and genre.
+pub async fn stats_query(
+    books: &dyn BookRepository,
+    sink: &dyn StatsSink,
+    query: &dyn StatsQuery,
+) -> Result<()> {
+    let dune = new_book(books, "Dune", "SF", 1299).await?.id;
+    let emma = new_book(books, "Emma", "Classics", 999).await?.id;
+    let neuro = new_book(books, "Neuromancer", "SF", 899).await?.id;
+    let (w1, w2) = (0, WINDOW);
+    let d = dune.get();
+    let purchases = |events, users: &[i64], cents, first, last| Figures {
+        events,
+        users: users_sketch(users),
+        revenue_cents: cents,
+        currency: Some(usd()),
+        first_at: Some(at(first)),
+        last_at: Some(at(last)),
+        ..Figures::default()
+    };
+    let aggregates = vec![
+        // Window 1. Dune's views arrive on two partitions and share user 2.
+        aggregate(
+            w1,
+            d,
+            Topic::BookViews,
+            0,
+            (0, 3),
+            views(3, 1, &[1, 2], 5, 20),
+        ),
+        aggregate(
+            w1,
+            d,
+            Topic::BookViews,
+            1,
+            (0, 2),
+            views(2, 0, &[2, 3], 2, 50),
+        ),
+        aggregate(
+            w1,
+            d,
+            Topic::BookPurchases,
+            0,
+            (0, 2),
+            purchases(2, &[1, 2], 2 * 1299, 10, 30),
+        ),
+        aggregate(
+            w1,
+            d,
+            Topic::BookRatings,
+            0,
+            (0, 2),
+            Figures {
+                events: 2,
+                users: users_sketch(&[1, 2]),
+                first_at: Some(at(12)),
+                last_at: Some(at(14)),
+                ratings_created: 2,
+                rating_sum_delta: 4 + 5,
+                rating_distribution_delta: [0, 0, 0, 1, 1],
+                submitted_rating_sum: 9,
+                ..Figures::default()
+            },
+        ),
+        aggregate(
+            w1,
+            emma.get(),
+            Topic::BookViews,
+            2,
+            (0, 3),
+            views(3, 0, &[4], 1, 3),
+        ),
+        aggregate(
+            w1,
+            neuro.get(),
+            Topic::BookViews,
+            0,
+            (3, 6),
+            views(3, 0, &[5], 40, 41),
+        ),
+        // Window 2. User 1 changes their rating of Dune from 4 to 2.
+        aggregate(
+            w2,
+            d,
+            Topic::BookRatings,
+            1,
+            (0, 1),
+            Figures {
+                events: 1,
+                users: users_sketch(&[1]),
+                first_at: Some(at(70)),
+                last_at: Some(at(70)),
+                ratings_updated: 1,
+                rating_sum_delta: 2 - 4,
+                rating_distribution_delta: [0, 1, 0, -1, 0],
+                submitted_rating_sum: 2,
+                ..Figures::default()
+            },
+        ),
+        aggregate(
+            w2,
+            d,
+            Topic::BookReviews,
+            0,
+            (0, 1),
+            Figures {
+                events: 1,
+                users: users_sketch(&[3]),
+                first_at: Some(at(75)),
+                last_at: Some(at(75)),
+                reviews_created: 1,
+                review_length_delta: 120,
+                ..Figures::default()
+            },
+        ),
+        aggregate(
+            w2,
+            d,
+            Topic::BookDownloads,
+            1,
+            (0, 2),
+            views(2, 0, &[1, 2], 80, 81),
+        ),
+        aggregate(
+            w2,
+            emma.get(),
+            Topic::BookPurchases,
+            1,
+            (2, 3),
+            purchases(1, &[4], 999, 90, 90),
+        ),
+        aggregate(
+            w2,
+            d,
+            Topic::BookViews,
+            0,
+            (3, 4),
+            views(1, 0, &[6], 100, 100),
+        ),
+    ];
+    assert_eq!(
+        sink.upsert(&aggregates).await?,
+        report(aggregates.len() as u64, 0, 0)
+    );
+    // Deleted books keep their title in statistics, and leave their genre's count.
+    books.delete(neuro, at(200)).await?;
+
+    let all = query.book(dune, TimeRange::ALL).await?;
+    assert_eq!(all.book_id, dune);
+    assert_eq!(all.currency.as_deref(), Some("USD"));
+    let want = BookFigures {
+        views: 6,
+        anonymous_views: 1,
+        downloads: 2,
+        purchases: 2,
+        revenue_cents: 2598,
+        reviews: 1,
+        review_updates: 0,
+        review_length_total: 120,
+        ratings: 2,
+        rating_events: 3,
+        rating_sum: 7,
+        rating_distribution: [0, 1, 0, 0, 1],
+        unique_viewers: 4,
+        unique_downloaders: 2,
+        unique_purchasers: 2,
+        first_view_at: Some(at(2)),
+        last_view_at: Some(at(100)),
+        last_purchase_at: Some(at(30)),
+    };
+    assert_eq!(all.figures, want);
+    assert_eq!(all.figures.average_rating(), Some(3.5));
+    assert_eq!(all.figures.average_review_length(), Some(120.0));
+
+    let untouched = query.book(BookId(999_999), TimeRange::ALL).await?;
+    assert_eq!(
+        (untouched.figures, untouched.currency),
+        (BookFigures::default(), None)
+    );
+
+    // Ranges select windows by start: `from` inclusive, `to` exclusive.
+    let only_w2 = TimeRange::new(Some(at(w2)), None)?;
+    let late = query.book(dune, only_w2).await?;
+    assert_eq!(
+        (
+            late.figures.views,
+            late.figures.unique_viewers,
+            late.figures.purchases
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        (
+            late.figures.ratings,
+            late.figures.rating_events,
+            late.figures.rating_sum
+        ),
+        (0, 1, -2)
+    );
+    assert_eq!(late.currency, None);
+    let only_w1 = TimeRange::new(None, Some(at(w2)))?;
+    let early = query.book(dune, only_w1).await?;
+    assert_eq!((early.figures.views, early.figures.unique_viewers), (5, 3));
+    assert_eq!(early.figures.average_rating(), Some(4.5));
+
+    let history = query.book_history(dune, TimeRange::ALL).await?;
+    assert_eq!(
+        history
+            .iter()
+            .map(|w| (w.window_start, w.window_end))
+            .collect::<Vec<_>>(),
+        vec![(at(w1), at(w1 + WINDOW)), (at(w2), at(w2 + WINDOW))]
+    );
+    assert_eq!(history[0].figures, early.figures);
+    assert_eq!(history[1].figures, late.figures);
+    assert_eq!(query.book_history(dune, only_w2).await?.len(), 1);
+    assert_eq!(
+        query.book_history(BookId(999_999), TimeRange::ALL).await?,
+        vec![]
+    );
+    let emma_history = query.book_history(emma, TimeRange::ALL).await?;
+    assert_eq!(
+        emma_history
+            .iter()
+            .map(|w| (w.figures.views, w.figures.purchases))
+            .collect::<Vec<_>>(),
+        vec![(3, 0), (0, 1)]
+    );
+
+    let overview = query.overview(TimeRange::ALL).await?;
+    assert_eq!(overview.totals.views, 12);
+    assert_eq!(overview.totals.unique_viewers, 6);
+    assert_eq!(overview.totals.purchases, 3);
+    assert_eq!(overview.totals.unique_purchasers, 3);
+    assert_eq!(overview.totals.revenue_cents, 2598 + 999);
+    assert_eq!(overview.totals.rating_sum, 7);
+    assert_eq!(overview.unique_users, 6);
+    assert_eq!(overview.books_with_activity, 3);
+    assert_eq!(overview.currency.as_deref(), Some("USD"));
+    assert_eq!(
+        overview.most_popular_book,
+        Some(TopBook {
+            book_id: dune,
+            title: "Dune".into(),
+            views: 6
+        })
+    );
+    assert_eq!(
+        overview.top_genre,
+        Some(TopGenre {
+            genre: "SF".into(),
+            book_count: 1,
+            views: 9
+        })
+    );
+
+    let late = query.overview(only_w2).await?;
+    assert_eq!(
+        (
+            late.totals.views,
+            late.totals.purchases,
+            late.totals.revenue_cents
+        ),
+        (1, 1, 999)
+    );
+    assert_eq!((late.unique_users, late.books_with_activity), (5, 2));
+    assert_eq!(
+        late.most_popular_book.map(|b| (b.book_id, b.views)),
+        Some((dune, 1))
+    );
+    let empty = query
+        .overview(TimeRange::new(Some(at(10 * WINDOW)), None)?)
+        .await?;
+    assert_eq!(
+        (empty.totals, empty.unique_users, empty.books_with_activity),
+        (BookFigures::default(), 0, 0)
+    );
+    assert_eq!(
+        (empty.most_popular_book, empty.top_genre, empty.currency),
+        (None, None, None)
+    );
+
+    let windows = query.overview_history(TimeRange::ALL).await?;
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| (w.window_start, w.totals.views, w.unique_users))
+            .collect::<Vec<_>>(),
+        vec![(at(w1), 11, 5), (at(w2), 1, 5)]
+    );
+    assert_eq!(windows[1].totals.revenue_cents, 999);
+
+    let by_views = query.popular(PopularSort::Views, 3, TimeRange::ALL).await?;
+    assert_eq!(
+        by_views
+            .iter()
+            .map(|p| (p.rank, p.book_id, p.title.as_str(), p.views))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, dune, "Dune", 6),
+            (2, emma, "Emma", 3),
+            (3, neuro, "Neuromancer", 3)
+        ],
+        "a tie in views goes to the lower id"
+    );
+    assert_eq!(by_views[0].revenue, Some(Money::new(2598, usd())));
+    assert_eq!(by_views[1].revenue, Some(Money::new(999, usd())));
+    assert_eq!(by_views[2].revenue, None);
+    let by_revenue = query
+        .popular(PopularSort::Revenue, 2, TimeRange::ALL)
+        .await?;
+    assert_eq!(
+        by_revenue.iter().map(|p| p.book_id).collect::<Vec<_>>(),
+        vec![dune, emma]
+    );
+    let by_purchases = query
+        .popular(PopularSort::Purchases, 1, TimeRange::ALL)
+        .await?;
+    assert_eq!(
+        by_purchases
+            .iter()
+            .map(|p| (p.rank, p.book_id, p.purchases))
+            .collect::<Vec<_>>(),
+        vec![(1, dune, 2)]
+    );
+    let by_downloads = query.popular(PopularSort::Downloads, 10, only_w2).await?;
+    assert_eq!(
+        by_downloads
+            .iter()
+            .map(|p| (p.book_id, p.downloads))
+            .collect::<Vec<_>>(),
+        vec![(dune, 2), (emma, 0)]
+    );
+    assert_eq!(
+        query.popular(PopularSort::Views, 0, TimeRange::ALL).await?,
+        vec![]
+    );
+    Ok(())
+}
+
+/// Generated aggregates over many books, windows and partitions (with enough users for
+/// sketches to leave their exact form) give the same figures as the domain's
+/// [`StatsFold`], for every book, window and range tried.
+pub async fn stats_match_fold(
+    books: &dyn BookRepository,
+    sink: &dyn StatsSink,
+    query: &dyn StatsQuery,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    for (i, genre) in ["SF", "Classics", "Poetry", "SF", "Drama"]
+        .into_iter()
+        .enumerate()
+    {
+        ids.push(new_book(books, &format!("Book {i}"), genre, 500).await?.id);
+    }
+    let aggregates = generated_aggregates(&ids);
+    for batch in aggregates.chunks(7) {
+        sink.upsert(batch).await?;
+    }
+
+    let ranges = [
+        TimeRange::ALL,
+        TimeRange::new(Some(at(WINDOW)), None)?,
+        TimeRange::new(Some(at(WINDOW)), Some(at(3 * WINDOW)))?,
+    ];
+    for range in ranges {
+        let chosen: Vec<&Aggregate> = aggregates
+            .iter()
+            .filter(|a| range.contains(a.window_start))
+            .collect();
+        for &book in &ids {
+            let mut fold = StatsFold::default();
+            chosen
+                .iter()
+                .filter(|a| a.book_id == book)
+                .for_each(|a| fold.add(a));
+            let currency = fold.currency.clone();
+            let (figures, _) = fold.finish();
+            let got = query.book(book, range).await?;
+            assert_eq!(got.figures, figures, "book {book} over {range:?}");
+            assert_eq!(got.currency, currency);
+
+            let want: Vec<_> = fold_by_window(chosen.iter().copied().filter(|a| a.book_id == book))
+                .into_iter()
+                .map(|(start, (end, f))| (start, end, f.finish().0))
+                .collect();
+            let got: Vec<_> = query
+                .book_history(book, range)
+                .await?
+                .into_iter()
+                .map(|w| (w.window_start, w.window_end, w.figures))
+                .collect();
+            assert_eq!(got, want, "history of book {book} over {range:?}");
+        }
+        let mut all = StatsFold::default();
+        chosen.iter().for_each(|a| all.add(a));
+        let (totals, unique_users) = all.finish();
+        let overview = query.overview(range).await?;
+        assert_eq!(
+            (overview.totals, overview.unique_users),
+            (totals, unique_users),
+            "overview over {range:?}"
+        );
+
+        let want: Vec<_> = fold_by_window(chosen.iter().copied())
+            .into_iter()
+            .map(|(start, (end, f))| {
+                let (t, u) = f.finish();
+                (start, end, t, u)
+            })
+            .collect();
+        let got: Vec<_> = query
+            .overview_history(range)
+            .await?
+            .into_iter()
+            .map(|w| (w.window_start, w.window_end, w.totals, w.unique_users))
+            .collect();
+        assert_eq!(got, want, "overview history over {range:?}");
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random aggregates: 4 windows × the given books × five topics ×
+/// their partitions, each with a few hundred users so merged sketches pass the exact limit.
+fn generated_aggregates(books: &[BookId]) -> Vec<Aggregate> {
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut out = Vec::new();
+    for window in 0..4 {
+        for &book in books {
+            for topic in Topic::EVENTS {
+                for partition in 0..topic.partitions() {
+                    if next(4) == 0 {
+                        continue;
+                    }
+                    let events = 1 + next(300);
+                    let users: Vec<i64> = (0..events).map(|_| 1 + next(2000) as i64).collect();
+                    let start = window * WINDOW;
+                    let first = start + next(30) as i64;
+                    let last = first + next(29) as i64;
+                    let mut f = Figures {
+                        events,
+                        users: users_sketch(&users),
+                        first_at: Some(at(first)),
+                        last_at: Some(at(last)),
+                        ..Figures::default()
+                    };
+                    match topic {
+                        Topic::BookViews => f.anonymous = next(events),
+                        Topic::BookPurchases => {
+                            f.revenue_cents = events as i64 * 500;
+                            f.currency = Some(usd());
+                        }
+                        Topic::BookReviews => {
+                            f.reviews_created = next(events + 1);
+                            f.reviews_updated = events - f.reviews_created;
+                            f.review_length_delta = next(5000) as i64 - 1000;
+                        }
+                        Topic::BookRatings => {
+                            f.ratings_created = next(events + 1);
+                            f.ratings_updated = events - f.ratings_created;
+                            f.rating_sum_delta = next(100) as i64 - 20;
+                            f.rating_distribution_delta =
+                                [0, 1, 2, 3, 4].map(|_| next(10) as i64 - 3);
+                            f.submitted_rating_sum = next(1000) as i64;
+                        }
+                        _ => {}
+                    }
+                    let offset = next(1000) as i64;
+                    out.push(aggregate(
+                        start,
+                        book.get(),
+                        topic,
+                        partition,
+                        (offset, offset + events as i64),
+                        f,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
