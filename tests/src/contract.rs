@@ -9,6 +9,9 @@
 //! Times used here are whole milliseconds: that is the precision events carry on the wire,
 //! and the precision the SQL store keeps.
 
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -26,7 +29,8 @@ use folio_domain::ports::{
     ReviewRepository, StatsQuery, StatsSink, UpsertReport, UserRepository,
 };
 use folio_domain::stats::{
-    fold_by_window, BookFigures, PopularSort, StatsFold, TimeRange, TopBook, TopGenre,
+    fold_by_window, rank_popular, BookFigures, PopularBook, PopularSort, StatsFold, TimeRange,
+    TopBook, TopGenre,
 };
 use folio_domain::topics::Topic;
 use folio_domain::Error;
@@ -54,6 +58,7 @@ macro_rules! contract_suite {
             stats_sink(sink, query),
             stats_query(books, sink, query),
             stats_match_fold(books, sink, query),
+            stats_rollups_stay_exact(books, sink, query, retention),
             readiness(readiness),
             concurrent_completion(users, books, purchases, outbox),
             concurrent_rating_updates(users, books, ratings),
@@ -1506,4 +1511,561 @@ fn generated_aggregates(books: &[BookId]) -> Vec<Aggregate> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Rollups and retention
+// ---------------------------------------------------------------------------------------
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A store's retention of per-window statistics, as the contract sees it.
+///
+/// The SQL store keeps per-window rows for a limited time and hourly, daily and all-time
+/// rollups forever. [`StatsRetention::prune_windows_before`] drops the per-window rows of
+/// windows starting before the whole hour at or before `before`, and returns that hour: the
+/// horizon. Below it a range counts every hour it touches in full, and a history shows one
+/// point per hour, `[hour, hour + 1 h)`; from it on nothing changes, and totals never
+/// change. A store that keeps every window (the in-memory store) returns `None`.
+pub trait StatsRetention: Send + Sync {
+    fn prune_windows_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>>;
+}
+
+impl StatsRetention for folio_sql::SqlStore {
+    fn prune_windows_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
+        Box::pin(async move { Ok(self.prune_stats_before(before).await?.horizon) })
+    }
+}
+
+impl StatsRetention for folio_memory::MemoryStore {
+    fn prune_windows_before(
+        &self,
+        _before: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<DateTime<Utc>>>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let ms = t.timestamp_millis();
+    let floored = ms.div_euclid(HOUR * 1000) * HOUR * 1000;
+    DateTime::from_timestamp_millis(floored).unwrap_or(t)
+}
+
+fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor_hour(t);
+    if f == t {
+        t
+    } else {
+        f + chrono::Duration::seconds(HOUR)
+    }
+}
+
+/// What the store answers, computed with the domain's [`StatsFold`] from the aggregates it
+/// holds, given the horizon its last prune reported.
+struct Expected<'a> {
+    held: &'a [Aggregate],
+    horizon: Option<DateTime<Utc>>,
+    /// Title and genre of every book in the catalog.
+    catalog: &'a BTreeMap<BookId, (String, String)>,
+}
+
+impl Expected<'_> {
+    /// The range the store reads: bounds below the horizon widen to whole hours.
+    fn widened(&self, range: TimeRange) -> TimeRange {
+        let Some(h) = self.horizon else {
+            return range;
+        };
+        TimeRange {
+            from: range.from.map(|f| if f < h { floor_hour(f) } else { f }),
+            to: range.to.map(|t| if t < h { ceil_hour(t) } else { t }),
+        }
+    }
+
+    fn chosen(&self, range: TimeRange) -> Vec<&Aggregate> {
+        let range = self.widened(range);
+        self.held
+            .iter()
+            .filter(|a| range.contains(a.window_start))
+            .collect()
+    }
+
+    /// History points: per window from the horizon on, per hour below it.
+    fn points<'b>(
+        &self,
+        aggs: impl IntoIterator<Item = &'b Aggregate>,
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>, BookFigures, u64)> {
+        let mut out: BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> = BTreeMap::new();
+        for a in aggs {
+            let (start, end) = match self.horizon {
+                Some(h) if a.window_start < h => {
+                    let hour = floor_hour(a.window_start);
+                    (hour, hour + chrono::Duration::seconds(HOUR))
+                }
+                _ => (a.window_start, a.window_end),
+            };
+            let slot = out
+                .entry(start)
+                .or_insert_with(|| (end, StatsFold::default()));
+            slot.0 = slot.0.max(end);
+            slot.1.add(a);
+        }
+        out.into_iter()
+            .map(|(start, (end, fold))| {
+                let (figures, users) = fold.finish();
+                (start, end, figures, users)
+            })
+            .collect()
+    }
+
+    fn popular(&self, range: TimeRange, sort: PopularSort, limit: u32) -> Vec<PopularBook> {
+        let mut folds: BTreeMap<BookId, StatsFold> = BTreeMap::new();
+        for a in self.chosen(range) {
+            folds.entry(a.book_id).or_default().add(a);
+        }
+        let rows = folds
+            .into_iter()
+            .map(|(id, fold)| {
+                let currency = fold.currency.clone();
+                let (f, _) = fold.finish();
+                PopularBook {
+                    rank: 0,
+                    book_id: id,
+                    title: self
+                        .catalog
+                        .get(&id)
+                        .map(|(t, _)| t.clone())
+                        .unwrap_or_default(),
+                    views: f.views,
+                    downloads: f.downloads,
+                    purchases: f.purchases,
+                    revenue: currency
+                        .filter(|_| f.purchases > 0)
+                        .and_then(|c| Currency::parse(&c).ok())
+                        .map(|c| Money::new(f.revenue_cents, c)),
+                }
+            })
+            .collect();
+        rank_popular(rows, sort, limit)
+    }
+}
+
+/// Checks every query over every range against [`Expected`].
+async fn check_against_fold(
+    query: &dyn StatsQuery,
+    want: &Expected<'_>,
+    ranges: &[TimeRange],
+    stage: &str,
+) -> Result<()> {
+    for &range in ranges {
+        let chosen = want.chosen(range);
+        for (&book, _) in want.catalog.iter() {
+            let mut fold = StatsFold::default();
+            chosen
+                .iter()
+                .filter(|a| a.book_id == book)
+                .for_each(|a| fold.add(a));
+            let currency = fold.currency.clone();
+            let (figures, _) = fold.finish();
+            let got = query.book(book, range).await?;
+            assert_eq!(got.figures, figures, "{stage}: book {book} over {range:?}");
+            assert_eq!(got.currency, currency, "{stage}: currency of {book}");
+
+            let points = want.points(chosen.iter().copied().filter(|a| a.book_id == book));
+            let got: Vec<_> = query
+                .book_history(book, range)
+                .await?
+                .into_iter()
+                .map(|w| (w.window_start, w.window_end, w.figures))
+                .collect();
+            let points: Vec<_> = points.into_iter().map(|(s, e, f, _)| (s, e, f)).collect();
+            assert_eq!(
+                got, points,
+                "{stage}: history of book {book} over {range:?}"
+            );
+        }
+
+        let mut all = StatsFold::default();
+        let mut views: BTreeMap<BookId, u64> = BTreeMap::new();
+        for a in &chosen {
+            all.add(a);
+            let v = views.entry(a.book_id).or_default();
+            if a.source.topic == Topic::BookViews {
+                *v += a.figures.events;
+            }
+        }
+        let currency = all.currency.clone();
+        let (totals, unique_users) = all.finish();
+        let overview = query.overview(range).await?;
+        assert_eq!(
+            (&overview.totals, overview.unique_users, &overview.currency),
+            (&totals, unique_users, &currency),
+            "{stage}: overview over {range:?}"
+        );
+        assert_eq!(
+            overview.books_with_activity,
+            views.len() as u64,
+            "{stage}: books with activity over {range:?}"
+        );
+        let top = views
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(id, v)| (*id, *v));
+        assert_eq!(
+            overview.most_popular_book.map(|b| (b.book_id, b.views)),
+            top,
+            "{stage}: most viewed book over {range:?}"
+        );
+        let mut genres: BTreeMap<&str, u64> = BTreeMap::new();
+        for (id, v) in &views {
+            if let Some((_, genre)) = want.catalog.get(id) {
+                *genres.entry(genre.as_str()).or_default() += v;
+            }
+        }
+        let top_genre = genres
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(g, v)| (g.to_string(), *v));
+        assert_eq!(
+            overview.top_genre.map(|g| (g.genre, g.views)),
+            top_genre,
+            "{stage}: top genre over {range:?}"
+        );
+
+        let want_windows: Vec<_> = want.points(chosen.iter().copied());
+        let got: Vec<_> = query
+            .overview_history(range)
+            .await?
+            .into_iter()
+            .map(|w| (w.window_start, w.window_end, w.totals, w.unique_users))
+            .collect();
+        assert_eq!(
+            got, want_windows,
+            "{stage}: overview history over {range:?}"
+        );
+
+        for sort in [
+            PopularSort::Views,
+            PopularSort::Downloads,
+            PopularSort::Purchases,
+            PopularSort::Revenue,
+        ] {
+            for limit in [2, 10] {
+                assert_eq!(
+                    query.popular(sort, limit, range).await?,
+                    want.popular(range, sort, limit),
+                    "{stage}: popular by {sort:?} (top {limit}) over {range:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The aggregates a store holds after upserting `batches` in order: per key the first one
+/// covering the most offsets, as the sink's contract says.
+fn held_after(batches: &[Vec<Aggregate>]) -> Vec<Aggregate> {
+    let mut held: HashMap<(DateTime<Utc>, BookId, Topic, i32, i64), Aggregate> = HashMap::new();
+    for a in batches.iter().flatten() {
+        let key = (
+            a.window_start,
+            a.book_id,
+            a.source.topic,
+            a.source.partition,
+            a.source.first_offset,
+        );
+        match held.get(&key) {
+            Some(old) if old.source.next_offset >= a.source.next_offset => {}
+            _ => {
+                held.insert(key, a.clone());
+            }
+        }
+    }
+    held.into_values().collect()
+}
+
+/// A deterministic generator of pseudo-random numbers below `n`.
+fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n.max(1)
+    }
+}
+
+/// Aggregates of the given window starts (seconds after [`at`]`(0)`) for `books`, with
+/// users from a pool large enough that daily and all-time sketches leave the exact form.
+fn aggregates_at(books: &[BookId], windows: &[i64], seed: u64) -> Vec<Aggregate> {
+    let mut next = rng(seed);
+    let mut out = Vec::new();
+    for &start in windows {
+        for &book in books {
+            for topic in Topic::EVENTS {
+                for partition in 0..topic.partitions() {
+                    if next(2) == 0 {
+                        continue;
+                    }
+                    let events = 1 + next(40);
+                    let users: Vec<i64> = (0..events).map(|_| 1 + next(2500) as i64).collect();
+                    let first = start + next(30) as i64;
+                    let last = first + next(29) as i64;
+                    let mut f = Figures {
+                        events,
+                        users: users_sketch(&users),
+                        first_at: Some(at(first)),
+                        last_at: Some(at(last)),
+                        ..Figures::default()
+                    };
+                    match topic {
+                        Topic::BookViews => f.anonymous = next(events),
+                        Topic::BookPurchases => {
+                            f.revenue_cents = events as i64 * (199 + next(1000) as i64);
+                            f.currency = Some(usd());
+                        }
+                        Topic::BookReviews => {
+                            f.reviews_created = next(events + 1);
+                            f.reviews_updated = events - f.reviews_created;
+                            f.review_length_delta = next(5000) as i64 - 1000;
+                        }
+                        Topic::BookRatings => {
+                            f.ratings_created = next(events + 1);
+                            f.ratings_updated = events - f.ratings_created;
+                            f.rating_sum_delta = next(100) as i64 - 20;
+                            f.rating_distribution_delta =
+                                [0, 1, 2, 3, 4].map(|_| next(10) as i64 - 3);
+                            f.submitted_rating_sum = next(1000) as i64;
+                        }
+                        _ => {}
+                    }
+                    let offset = next(1000) as i64;
+                    out.push(aggregate(
+                        start,
+                        book.get(),
+                        topic,
+                        partition,
+                        (offset, offset + events as i64),
+                        f,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The same window of the same partition after `extra` more records: more events, more
+/// users, an earlier first and a later last event — what a replay that read further
+/// publishes.
+fn more_complete(a: &Aggregate, extra: u64) -> Aggregate {
+    let mut b = a.clone();
+    let f = &mut b.figures;
+    b.source.next_offset += extra as i64;
+    f.events += extra;
+    for u in 0..extra as i64 {
+        f.users.insert_id(5000 + a.book_id.get() * 100 + u);
+    }
+    f.first_at = f.first_at.map(|t| t - chrono::Duration::seconds(1));
+    f.last_at = f.last_at.map(|t| t + chrono::Duration::seconds(1));
+    f.revenue_cents += f.currency.map_or(0, |_| 300 * extra as i64);
+    f.reviews_created += u64::from(b.source.topic == Topic::BookReviews) * extra;
+    f.review_length_delta += 17;
+    f.ratings_updated += u64::from(b.source.topic == Topic::BookRatings) * extra;
+    f.rating_sum_delta -= 2;
+    f.rating_distribution_delta[4] += 1;
+    f.rating_distribution_delta[0] -= 1;
+    b
+}
+
+/// A replacement that is not a superset of what it replaces: other users, a later first
+/// event and fewer events. No analytics service publishes this, but the sink's contract
+/// allows it (it covers more offsets), so every total must follow it exactly.
+fn rewritten(a: &Aggregate) -> Aggregate {
+    let mut b = a.clone();
+    let f = &mut b.figures;
+    b.source.next_offset += 3;
+    f.events = (f.events / 2).max(1);
+    f.users = users_sketch(&[7_000 + a.book_id.get(), 7_777]);
+    f.first_at = f.first_at.map(|t| t + chrono::Duration::seconds(2));
+    f.anonymous /= 2;
+    f.revenue_cents /= 3;
+    f.rating_distribution_delta = [1, 0, 0, 0, 0];
+    b
+}
+
+/// Rollups and retention keep every figure exact: aggregates over several hours and days,
+/// some replaced by more complete ones (in the same batch, later, or arriving before the
+/// original), some by replacements that are not supersets, replays; then a prune; then more
+/// aggregates and replacements after the horizon. After each stage every query over
+/// ranges with ragged edges inside hours, hours inside days and whole days equals the
+/// domain's [`StatsFold`] over the aggregates the store holds, with the retention rule of
+/// [`StatsRetention`] where the store reports a horizon.
+pub async fn stats_rollups_stay_exact(
+    books: &dyn BookRepository,
+    sink: &dyn StatsSink,
+    query: &dyn StatsQuery,
+    retention: &dyn StatsRetention,
+) -> Result<()> {
+    let mut catalog = BTreeMap::new();
+    for (i, genre) in ["SF", "Classics", "SF", "Poetry", "Drama"]
+        .into_iter()
+        .enumerate()
+    {
+        let title = format!("Book {i}");
+        let book = new_book(books, &title, genre, 500).await?;
+        catalog.insert(book.id, (title, genre.to_string()));
+    }
+    let ids: Vec<BookId> = catalog.keys().copied().collect();
+    // at(0) is noon, so days (UTC) begin at 12 h, 36 h and 60 h.
+    let mut windows = Vec::new();
+    for day in 0..3 {
+        for hour in [0, 1, 2, 7, 11, 12, 13, 23] {
+            for minute in [0, 1, 29, 59] {
+                windows.push(day * DAY + hour * HOUR + minute * WINDOW);
+            }
+        }
+    }
+    let originals = aggregates_at(&ids, &windows, 0xfeed);
+
+    let mut batches: Vec<Vec<Aggregate>> = Vec::new();
+    let mut later = Vec::new();
+    for (n, chunk) in originals.chunks(60).enumerate() {
+        let mut batch = Vec::new();
+        for (j, a) in chunk.iter().enumerate() {
+            let i = n * 60 + j;
+            let early = i % 2 == 0;
+            if i % 11 == 5 {
+                if early {
+                    // Arrives before the original, which is then ignored as older.
+                    batch.push(rewritten(a));
+                } else {
+                    later.push(rewritten(a));
+                }
+            }
+            batch.push(a.clone());
+            if i % 7 == 3 {
+                if early {
+                    batch.push(more_complete(a, 4));
+                } else {
+                    later.push(more_complete(a, 9));
+                }
+            }
+        }
+        batches.push(batch);
+    }
+    batches.extend(later.chunks(45).map(<[Aggregate]>::to_vec));
+    // A replay of the first batch changes nothing.
+    batches.push(batches[0].clone());
+    for batch in &batches {
+        sink.upsert(batch).await?;
+    }
+    let held = held_after(&batches);
+
+    let r = |from: Option<i64>, to: Option<i64>| TimeRange::new(from.map(at), to.map(at));
+    let mut ranges = vec![
+        TimeRange::ALL,
+        r(Some(WINDOW), None)?,
+        r(None, Some(DAY + 2 * HOUR + 30 * WINDOW))?,
+        r(
+            Some(HOUR + 29 * WINDOW),
+            Some(DAY + 12 * HOUR + 2 * HOUR + WINDOW),
+        )?,
+        r(Some(12 * HOUR), Some(12 * HOUR + DAY))?,
+        r(Some(11 * HOUR + 30 * WINDOW), Some(13 * HOUR + WINDOW))?,
+        r(Some(7 * HOUR), Some(7 * HOUR + 30 * WINDOW))?,
+        r(
+            Some(DAY + 29 * WINDOW),
+            Some(2 * DAY + 23 * HOUR + 59 * WINDOW),
+        )?,
+    ];
+    let want = Expected {
+        held: &held,
+        horizon: None,
+        catalog: &catalog,
+    };
+    check_against_fold(query, &want, &ranges, "before pruning").await?;
+
+    // Prune in the middle of the second day, at an odd minute.
+    let before = at(DAY + 12 * HOUR + 7 * HOUR + 17 * WINDOW);
+    let horizon = retention.prune_windows_before(before).await?;
+    if let Some(h) = horizon {
+        assert_eq!(
+            h,
+            floor_hour(before),
+            "the horizon is the hour at or before"
+        );
+        assert_eq!(
+            retention
+                .prune_windows_before(before - chrono::Duration::seconds(DAY))
+                .await?,
+            Some(h),
+            "the horizon never moves back"
+        );
+    }
+    let h = DAY + 19 * HOUR;
+    ranges.extend([
+        // Both bounds below the horizon: widened to whole hours.
+        r(
+            Some(12 * HOUR + 3 * HOUR + 29 * WINDOW),
+            Some(h - 2 * HOUR - 30 * WINDOW),
+        )?,
+        // Across the horizon, ragged below and above it.
+        r(
+            Some(12 * HOUR + 3 * HOUR + 29 * WINDOW),
+            Some(h + 4 * HOUR + WINDOW),
+        )?,
+        r(None, Some(h + 29 * WINDOW))?,
+        r(Some(h - 30 * WINDOW), Some(h + 30 * WINDOW))?,
+        r(Some(h), None)?,
+    ]);
+    let want = Expected {
+        held: &held,
+        horizon,
+        catalog: &catalog,
+    };
+    check_against_fold(query, &want, &ranges, "after pruning").await?;
+
+    // New windows at and after the horizon, more complete figures of stored ones after it,
+    // and a replay of those: totals move exactly, the replay changes nothing.
+    let fresh = aggregates_at(&ids, &[h, h + WINDOW, h + HOUR + 29 * WINDOW], 0xbeef);
+    let replaced: Vec<Aggregate> = held
+        .iter()
+        .filter(|a| a.window_start >= at(h))
+        .step_by(5)
+        .map(|a| more_complete(a, 2))
+        .collect();
+    ensure!(
+        !replaced.is_empty(),
+        "some stored aggregates lie after the horizon"
+    );
+    let mut after = vec![fresh, replaced.clone()];
+    for batch in &after {
+        sink.upsert(batch).await?;
+    }
+    assert_eq!(
+        sink.upsert(&replaced).await?,
+        report(0, 0, replaced.len() as u64),
+        "a replay after pruning is still ignored"
+    );
+    after.insert(0, held);
+    let held = held_after(&after);
+    let want = Expected {
+        held: &held,
+        horizon,
+        catalog: &catalog,
+    };
+    check_against_fold(query, &want, &ranges, "after more aggregates").await?;
+    Ok(())
 }

@@ -4,8 +4,11 @@
 //! Without PostgreSQL these tests fail, never pass silently: set
 //! `DATABASE_URL=postgres://user:password@host:5432/database`, or run `scripts/test`, which
 //! starts one.
+//!
+//! Automatic pruning is off: the suite's windows are in March 2026, and a store pruning by
+//! the wall clock would drop them. The retention checks prune explicitly instead.
 
-use folio_sql::SqlStore;
+use folio_sql::{SqlOptions, SqlStore};
 
 async fn postgres_store() -> anyhow::Result<((), SqlStore)> {
     let url = match std::env::var("DATABASE_URL") {
@@ -22,7 +25,10 @@ async fn postgres_store() -> anyhow::Result<((), SqlStore)> {
         ),
     };
     let scoped = folio_sql::fresh_schema_url(&url).await?;
-    Ok(((), folio_sql::connect(&scoped).await?))
+    let options = SqlOptions {
+        stats_retention: None,
+    };
+    Ok(((), folio_sql::connect_with(&scoped, options).await?))
 }
 
 folio_tests::contract_suite!(postgres_store);

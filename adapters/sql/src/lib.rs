@@ -18,16 +18,21 @@
 //!   their row.
 //! - `outbox`: leases unpublished events to relays (`FOR UPDATE SKIP LOCKED` on
 //!   PostgreSQL) and marks them published.
-//! - `stats`: the sink that upserts aggregates and the queries over them.
+//! - `stats`: the sink that upserts aggregates and keeps hourly, daily and all-time
+//!   rollups in step, the retention that prunes per-window rows, and the queries that cut
+//!   a range into rollup buckets and per-window edges.
 //!
 //! # Flow
 //! A user action changes a row and, for purchases, reviews and ratings, appends its
 //! domain `Event` (JSON) to `outbox` in one transaction; the relay claims those rows,
 //! publishes them and marks them published. In the other direction the statistics ingest
 //! hands aggregates to [`StatsSink`](folio_domain::ports::StatsSink): each is upserted into
-//! `window_stats` under (window, book, source topic, source partition) unless the stored
-//! row already covers as many offsets, so replays change nothing. Admin queries sum those
-//! rows in SQL and merge their users sketches for unique counts.
+//! `window_stats` under (window, book, source topic, source partition, first offset) unless
+//! the stored row already covers as many offsets, so replays change nothing, and the
+//! rollups move by exactly what changed in the same transaction. Per-window rows older
+//! than the retention ([`SqlOptions`]) are pruned; rollups keep their figures. Admin
+//! queries sum rollup buckets and per-window edges in SQL and merge their users sketches
+//! for unique counts.
 //!
 //! Times are stored as BIGINT milliseconds since the Unix epoch (UTC), ids as BIGINT,
 //! money as integer cents with a currency code. The decisions behind the schema are in
@@ -46,4 +51,8 @@ mod store;
 mod time;
 
 pub use catalog::CHUNK_SIZE;
-pub use store::{connect, fresh_schema_url, migrate, SqlStore};
+pub use stats::PruneReport;
+pub use store::{
+    connect, connect_with, fresh_schema_url, migrate, parse_retention, SqlOptions, SqlStore,
+    DEFAULT_STATS_RETENTION, STATS_RETENTION_ENV,
+};

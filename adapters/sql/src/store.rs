@@ -1,7 +1,8 @@
 //! The store itself: connecting, migrating, and the transaction helpers every repository
 //! uses.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use folio_domain::ports::Readiness;
@@ -35,6 +36,72 @@ const SQLITE_MIGRATION_ATTEMPTS: usize = 5;
 const SQLITE_CONNECT_ATTEMPTS: u32 = 20;
 const SQLITE_CONNECT_BACKOFF: Duration = Duration::from_millis(25);
 
+/// The environment variable [`SqlOptions::from_env`] reads the statistics retention from.
+pub const STATS_RETENTION_ENV: &str = "FOLIO_STATS_RETENTION";
+
+/// How long per-window statistics are kept unless configured otherwise.
+pub const DEFAULT_STATS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Settings of a [`SqlStore`] beyond its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// How long per-window statistics rows are kept before the sink prunes them (hourly
+    /// and daily rollups keep every figure). `None` keeps them forever and never prunes
+    /// by itself; [`SqlStore::prune_stats_before`] still works. Default: 7 days.
+    pub stats_retention: Option<Duration>,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            stats_retention: Some(DEFAULT_STATS_RETENTION),
+        }
+    }
+}
+
+impl SqlOptions {
+    /// The defaults, with the retention taken from `FOLIO_STATS_RETENTION` when it is set:
+    /// a number with a unit (`90m`, `36h`, `7d`, `2w`) or `off` to keep every window.
+    pub fn from_env() -> Result<Self> {
+        let mut options = SqlOptions::default();
+        if let Ok(value) = std::env::var(STATS_RETENTION_ENV) {
+            options.stats_retention = parse_retention(&value)?;
+        }
+        Ok(options)
+    }
+}
+
+/// Parses a retention: `off` (or `forever`), or a positive number with a unit of `s`,
+/// `m`, `h`, `d` or `w`.
+pub fn parse_retention(value: &str) -> Result<Option<Duration>> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let invalid = || {
+        Error::invalid(format!(
+            "{STATS_RETENTION_ENV} must be a positive number with a unit (s, m, h, d, w) or `off`; got {value:?}"
+        ))
+    };
+    let unit_at = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = value.split_at(unit_at);
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(invalid()),
+    };
+    match n.checked_mul(seconds) {
+        Some(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+        _ => Err(invalid()),
+    }
+}
+
 /// folio's SQL store: every repository, the outbox, and the statistics sink and query.
 ///
 /// Cloning is cheap (it shares one connection pool), so the composition root can hand the
@@ -42,12 +109,16 @@ const SQLITE_CONNECT_BACKOFF: Duration = Duration::from_millis(25);
 #[derive(Clone)]
 pub struct SqlStore {
     pub(crate) db: DatabaseConnection,
+    pub(crate) options: SqlOptions,
+    /// When this process last ran an automatic prune, shared by clones.
+    pub(crate) last_prune: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlStore")
             .field("backend", &self.db.get_database_backend())
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -102,12 +173,21 @@ impl SqlStore {
 }
 
 /// Connects to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:` or `postgres://...`),
-/// applies pending migrations, and returns the store.
-#[instrument(skip(url))]
+/// applies pending migrations, and returns the store with [`SqlOptions::default`].
 pub async fn connect(url: &str) -> Result<SqlStore> {
+    connect_with(url, SqlOptions::default()).await
+}
+
+/// [`connect`] with explicit options.
+#[instrument(skip(url))]
+pub async fn connect_with(url: &str, options: SqlOptions) -> Result<SqlStore> {
     let db = open(url, None).await?;
     migrate_connection(&db, url).await?;
-    Ok(SqlStore { db })
+    Ok(SqlStore {
+        db,
+        options,
+        last_prune: Arc::new(Mutex::new(None)),
+    })
 }
 
 /// Applies pending migrations to `url` and disconnects: the CLI's `migrate` subcommand.

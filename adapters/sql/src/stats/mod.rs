@@ -1,29 +1,44 @@
-//! Window statistics: the sink that stores aggregates and the queries that derive the admin
-//! read model from them.
+//! Window statistics: the sink that stores aggregates, the rollups it keeps in step, the
+//! retention that prunes per-window rows, and the queries that derive the admin read model.
 //!
 //! Each row of `window_stats` is one aggregate: the complete figures of one (window, book,
-//! source topic, source partition). Sums are computed in SQL with the meaning
-//! [`folio_domain::stats::StatsFold::add`] gives them (views come from `book.views` rows,
-//! revenue from `book.purchases` rows, and so on); unique counts merge the rows'
-//! `users_sketch` blobs with [`folio_domain::analytics::Sketch`].
+//! source topic, source partition, first offset). Seven rollup tables ([`StatsTable`]) hold
+//! the same figure columns summed per hour, day and all time, per book and over every book,
+//! and are updated in the transaction that stores the aggregates ([`rollup`]). Queries cut
+//! a range into whole days, hours and per-window edges ([`tables`]), sum them in SQL with
+//! the meaning [`folio_domain::stats::StatsFold::add`] gives them (views come from
+//! `book.views` rows, revenue from `book.purchases` rows, and so on) and merge the rows'
+//! `users_sketch` blobs with [`folio_domain::analytics::Sketch`] for unique counts.
 
+mod cell;
 mod query;
+mod retention;
+mod rollup;
 mod sink;
+mod tables;
+
+pub use retention::PruneReport;
+pub(crate) use rollup::rebuild_rollups;
+pub(crate) use tables::StatsTable;
 
 use folio_domain::analytics::Sketch;
-use folio_domain::stats::{BookFigures, TimeRange};
+use folio_domain::stats::BookFigures;
 use folio_domain::topics::Topic;
 use folio_domain::Result;
-use sea_orm::sea_query::{Alias, CaseStatement, Condition, Expr, ExprTrait, Func, SimpleExpr};
+use sea_orm::sea_query::{Alias, CaseStatement, Expr, Func, SimpleExpr};
 use sea_orm::QueryResult;
 
-use crate::entity::window_stats::{Column as Ws, Entity as WindowStats};
+use crate::entity::window_stats::Column as Ws;
 use crate::error::db_err;
-use crate::time::{from_ms_opt, to_ms};
+use crate::time::from_ms_opt;
 
-/// A window_stats column, qualified so joins with `books` stay unambiguous.
+/// The alias of the union of table stretches every statistics query reads from.
+const SRC: &str = "s";
+
+/// A figure column of the union being read, qualified so joins with `books` stay
+/// unambiguous.
 fn col(c: Ws) -> SimpleExpr {
-    Expr::col((WindowStats, c)).into()
+    Expr::col((Alias::new(SRC), c)).into()
 }
 
 fn when(topic: Topic, then: SimpleExpr) -> CaseStatement {
@@ -44,18 +59,6 @@ fn sum_of(topic: Topic, e: SimpleExpr) -> SimpleExpr {
 
 fn sum_col(topic: Topic, c: Ws) -> SimpleExpr {
     sum_of(topic, col(c))
-}
-
-/// The window rows in `range`: `from` inclusive, `to` exclusive.
-fn in_range(range: TimeRange) -> Condition {
-    let mut c = Condition::all();
-    if let Some(from) = range.from {
-        c = c.add(col(Ws::WindowStart).gte(to_ms(from)));
-    }
-    if let Some(to) = range.to {
-        c = c.add(col(Ws::WindowStart).lt(to_ms(to)));
-    }
-    c
 }
 
 /// The select-list that computes [`BookFigures`] (all but unique counts) and the stats

@@ -1,5 +1,8 @@
-//! `StatsQuery`: the admin read model, computed from `window_stats` where all aggregates
-//! meet. Sums and orderings run in SQL; only sketches come back to be merged.
+//! `StatsQuery`: the admin read model. A range is cut into stretches of the statistics
+//! tables ([`plan_totals`], [`plan_history`]); each query reads their `UNION ALL` in one
+//! statement, so sums, groupings and orderings run in SQL over as few rows as the range
+//! needs, and only users sketches come back to be merged. All statements of one call read
+//! one snapshot, so a concurrent upsert or prune is seen entirely or not at all.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,85 +19,226 @@ use folio_domain::topics::Topic;
 use folio_domain::Result;
 use futures_util::StreamExt;
 use sea_orm::sea_query::{
-    Alias, Condition, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement,
+    Alias, Asterisk, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement, SimpleExpr,
+    UnionType,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryResult,
-    QuerySelect, StreamTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryResult, QuerySelect, StreamTrait,
 };
 
-use super::{bigint, col, figure_exprs, get_i64, get_u64, in_range, read_figures, Uniques};
+use super::retention::horizon;
+use super::tables::{plan_history, plan_totals, widen, Piece, Scope, Span};
+use super::{bigint, col, figure_exprs, get_i64, get_u64, read_figures, Uniques, SRC};
 use crate::entity::books;
-use crate::entity::window_stats::{Column as Ws, Entity as WindowStats};
+use crate::entity::window_stats::Column as Ws;
 use crate::error::{corrupt, db_err};
 use crate::store::SqlStore;
-use crate::time::from_ms;
+use crate::time::{from_ms, to_ms};
 
-/// A select of the figures over the rows matching `filter`.
-fn figures_select(filter: Condition) -> SelectStatement {
+/// What each stretch contributes to a union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Its bucket, book, topic, end and figure columns, to be summed.
+    Figures,
+    /// Its bucket, topic and users sketch, for rows that have one.
+    Sketches,
+    /// The distinct books it has rows for.
+    Books,
+}
+
+/// Restricts every stretch to one book and / or one topic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Only {
+    book: Option<BookId>,
+    topic: Option<Topic>,
+}
+
+fn piece_select(p: &Piece, only: Only, shape: Shape) -> SelectStatement {
+    let t = p.table;
+    let key: SimpleExpr = Expr::col((t, Alias::new(t.key()))).into();
     let mut s = Query::select();
-    s.from(WindowStats).cond_where(filter);
+    s.from(t);
+    if let Some(lo) = p.lo {
+        s.and_where(key.clone().gte(lo));
+    }
+    if let Some(hi) = p.hi {
+        s.and_where(key.clone().lt(hi));
+    }
+    if let Some(book) = only.book {
+        s.and_where(Expr::col((t, Ws::BookId)).eq(t.book_of(book.get())));
+    }
+    if let Some(topic) = only.topic {
+        s.and_where(Expr::col((t, Ws::SourceTopic)).eq(topic.name()));
+    }
+    match shape {
+        Shape::Figures => {
+            // A history point below the horizon is a whole hour.
+            let end = match t.grain.length() {
+                Some(len) => key.clone().add(len),
+                None => Expr::col((t, Ws::WindowEnd)).into(),
+            };
+            s.expr_as(key, Alias::new("bucket"))
+                .expr_as(end, Alias::new("window_end"))
+                .column((t, Ws::BookId))
+                .column((t, Ws::SourceTopic));
+            for c in [
+                Ws::Events,
+                Ws::Anonymous,
+                Ws::FirstAt,
+                Ws::LastAt,
+                Ws::RevenueCents,
+                Ws::Currency,
+                Ws::ReviewsCreated,
+                Ws::ReviewsUpdated,
+                Ws::ReviewLengthDelta,
+                Ws::RatingsCreated,
+                Ws::RatingsUpdated,
+                Ws::RatingSumDelta,
+                Ws::R1,
+                Ws::R2,
+                Ws::R3,
+                Ws::R4,
+                Ws::R5,
+            ] {
+                s.column((t, c));
+            }
+        }
+        Shape::Sketches => {
+            s.expr_as(key, Alias::new("bucket"))
+                .column((t, Ws::SourceTopic))
+                .column((t, Ws::UsersSketch))
+                .and_where(Expr::col((t, Ws::UsersSketch)).is_not_null());
+        }
+        Shape::Books => {
+            s.distinct().column((t, Ws::BookId));
+        }
+    }
+    s
+}
+
+/// The union of the stretches' rows; `None` when there are none.
+fn union(pieces: &[Piece], only: Only, shape: Shape) -> Option<SelectStatement> {
+    let (first, rest) = pieces.split_first()?;
+    let mut all = piece_select(first, only, shape);
+    let kind = match shape {
+        // A book with rows in two stretches is one book.
+        Shape::Books => UnionType::Distinct,
+        _ => UnionType::All,
+    };
+    for p in rest {
+        all.union(kind, piece_select(p, only, shape));
+    }
+    Some(all)
+}
+
+/// A select over the union, aliased [`SRC`] so [`figure_exprs`] can name its columns.
+fn over(union: SelectStatement) -> SelectStatement {
+    let mut s = Query::select();
+    s.from_subquery(union, Alias::new(SRC));
+    s
+}
+
+fn figures_over(union: SelectStatement) -> SelectStatement {
+    let mut s = over(union);
     for (e, alias) in figure_exprs() {
         s.expr_as(e, Alias::new(alias));
     }
     s
 }
 
-/// The same, per window, oldest first.
-fn per_window_select(filter: Condition) -> SelectStatement {
-    let mut s = figures_select(filter);
-    s.expr_as(col(Ws::WindowStart), Alias::new("window_start"))
-        .expr_as(Func::max(col(Ws::WindowEnd)), Alias::new("window_end"))
-        .group_by_col((WindowStats, Ws::WindowStart))
-        .order_by((WindowStats, Ws::WindowStart), Order::Asc);
-    s
+/// A range as window-start milliseconds.
+fn span(range: TimeRange) -> Span {
+    (range.from.map(to_ms), range.to.map(to_ms))
 }
 
-fn book_filter(book: BookId, range: TimeRange) -> Condition {
-    in_range(range).add(col(Ws::BookId).eq(book.get()))
+/// One call's view of the statistics: a read-only snapshot and the horizon it saw.
+struct Snapshot {
+    txn: DatabaseTransaction,
+    horizon: Option<i64>,
 }
 
-impl SqlStore {
+impl Snapshot {
     async fn rows(&self, select: &SelectStatement) -> Result<Vec<QueryResult>> {
-        self.db
-            .query_all(self.backend().build(select))
+        self.txn
+            .query_all(self.txn.get_database_backend().build(select))
             .await
             .map_err(db_err)
     }
 
     async fn row(&self, select: &SelectStatement) -> Result<QueryResult> {
-        self.db
-            .query_one(self.backend().build(select))
+        self.txn
+            .query_one(self.txn.get_database_backend().build(select))
             .await
             .map_err(db_err)?
             .ok_or_else(|| corrupt("an aggregate query returned no row"))
     }
 
-    /// Merges the users sketches of the rows matching `filter`, per window start when
-    /// `per_window` (else all under key 0). Rows are streamed, so memory stays bounded by
-    /// the merged sketches whatever the range.
-    async fn uniques(&self, filter: Condition, per_window: bool) -> Result<BTreeMap<i64, Uniques>> {
-        let select = Query::select()
-            .columns([Ws::WindowStart, Ws::SourceTopic, Ws::UsersSketch])
-            .from(WindowStats)
-            .cond_where(filter)
-            .and_where(col(Ws::UsersSketch).is_not_null())
-            .to_owned();
+    /// The stretches holding the totals of `range` for `scope`.
+    fn totals(&self, scope: Scope, range: TimeRange) -> Vec<Piece> {
+        plan_totals(scope, widen(span(range), self.horizon))
+    }
+
+    /// The stretches holding the history points of `range` for `scope`.
+    fn history(&self, scope: Scope, range: TimeRange) -> Vec<Piece> {
+        plan_history(scope, widen(span(range), self.horizon), self.horizon)
+    }
+
+    /// Sums the figures over `pieces`; all zero when there are none.
+    async fn figures(
+        &self,
+        pieces: &[Piece],
+        only: Only,
+    ) -> Result<(folio_domain::stats::BookFigures, Option<String>)> {
+        match union(pieces, only, Shape::Figures) {
+            Some(u) => read_figures(&self.row(&figures_over(u)).await?),
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// The figures per bucket, oldest first, with each bucket's end.
+    async fn figures_per_bucket(&self, pieces: &[Piece], only: Only) -> Result<Vec<QueryResult>> {
+        let Some(u) = union(pieces, only, Shape::Figures) else {
+            return Ok(Vec::new());
+        };
+        let mut s = figures_over(u);
+        let bucket = Expr::col((Alias::new(SRC), Alias::new("bucket")));
+        s.expr_as(bucket.clone(), Alias::new("window_start"))
+            .expr_as(
+                Func::max(Expr::col((Alias::new(SRC), Ws::WindowEnd))),
+                Alias::new("window_end"),
+            )
+            .group_by_col((Alias::new(SRC), Alias::new("bucket")))
+            .order_by((Alias::new(SRC), Alias::new("bucket")), Order::Asc);
+        self.rows(&s).await
+    }
+
+    /// Merges the users sketches of `pieces`, per bucket when `per_bucket` (else all under
+    /// key 0). Rows are streamed, so memory stays bounded by the merged sketches.
+    async fn uniques(
+        &self,
+        pieces: &[Piece],
+        only: Only,
+        per_bucket: bool,
+    ) -> Result<BTreeMap<i64, Uniques>> {
         let mut out: BTreeMap<i64, Uniques> = BTreeMap::new();
+        let Some(u) = union(pieces, only, Shape::Sketches) else {
+            return Ok(out);
+        };
         let mut stream = self
-            .db
-            .stream(self.backend().build(&select))
+            .txn
+            .stream(self.txn.get_database_backend().build(&u))
             .await
             .map_err(db_err)?;
         while let Some(row) = stream.next().await {
             let row = row.map_err(db_err)?;
-            let window: i64 = row.try_get("", "window_start").map_err(db_err)?;
+            let bucket: i64 = row.try_get("", "bucket").map_err(db_err)?;
             let topic: String = row.try_get("", "source_topic").map_err(db_err)?;
             let topic = Topic::from_name(&topic)
                 .ok_or_else(|| corrupt(format!("source topic {topic:?}")))?;
             let bytes: Vec<u8> = row.try_get("", "users_sketch").map_err(db_err)?;
             let sketch = Sketch::from_bytes(&bytes).map_err(corrupt)?;
-            out.entry(if per_window { window } else { 0 })
+            out.entry(if per_bucket { bucket } else { 0 })
                 .or_default()
                 .add(topic, &sketch);
         }
@@ -111,26 +255,39 @@ impl SqlStore {
             .columns([books::Column::Id, books::Column::Title])
             .filter(books::Column::Id.is_in(ids))
             .into_tuple()
-            .all(&self.db)
+            .all(&self.txn)
             .await
             .map_err(db_err)?;
         Ok(rows.into_iter().collect())
     }
 
-    async fn most_viewed_book(&self, range: TimeRange) -> Result<Option<TopBook>> {
+    async fn books_with_activity(&self, pieces: &[Piece]) -> Result<u64> {
+        let Some(u) = union(pieces, Only::default(), Shape::Books) else {
+            return Ok(0);
+        };
+        let mut s = over(u);
+        s.expr_as(bigint(Func::count(Expr::col(Asterisk))), Alias::new("n"));
+        get_u64(&self.row(&s).await?, "n")
+    }
+
+    async fn most_viewed_book(&self, pieces: &[Piece]) -> Result<Option<TopBook>> {
+        let only = Only {
+            book: None,
+            topic: Some(Topic::BookViews),
+        };
+        let Some(u) = union(pieces, only, Shape::Figures) else {
+            return Ok(None);
+        };
         let views = bigint(Func::sum(col(Ws::Events)));
-        let select = Query::select()
-            .expr_as(col(Ws::BookId), Alias::new("book_id"))
+        let mut s = over(u);
+        s.expr_as(col(Ws::BookId), Alias::new("book_id"))
             .expr_as(views.clone(), Alias::new("views"))
-            .from(WindowStats)
-            .cond_where(in_range(range).add(col(Ws::SourceTopic).eq(Topic::BookViews.name())))
-            .group_by_col((WindowStats, Ws::BookId))
+            .group_by_col((Alias::new(SRC), Ws::BookId))
             .and_having(views.gt(0i64))
             .order_by(Alias::new("views"), Order::Desc)
-            .order_by((WindowStats, Ws::BookId), Order::Asc)
-            .limit(1)
-            .to_owned();
-        let Some(row) = self.rows(&select).await?.into_iter().next() else {
+            .order_by((Alias::new(SRC), Ws::BookId), Order::Asc)
+            .limit(1);
+        let Some(row) = self.rows(&s).await?.into_iter().next() else {
             return Ok(None);
         };
         let book_id = get_i64(&row, "book_id")?;
@@ -146,28 +303,32 @@ impl SqlStore {
         }))
     }
 
-    async fn top_genre(&self, range: TimeRange) -> Result<Option<TopGenre>> {
+    async fn top_genre(&self, pieces: &[Piece]) -> Result<Option<TopGenre>> {
+        let only = Only {
+            book: None,
+            topic: Some(Topic::BookViews),
+        };
+        let Some(u) = union(pieces, only, Shape::Figures) else {
+            return Ok(None);
+        };
         let views = bigint(Func::sum(col(Ws::Events)));
-        let select = Query::select()
-            .expr_as(
-                Expr::col((books::Entity, books::Column::Genre)),
-                Alias::new("genre"),
-            )
-            .expr_as(views.clone(), Alias::new("views"))
-            .from(WindowStats)
-            .join(
-                JoinType::InnerJoin,
-                books::Entity,
-                Expr::col((books::Entity, books::Column::Id)).equals((WindowStats, Ws::BookId)),
-            )
-            .cond_where(in_range(range).add(col(Ws::SourceTopic).eq(Topic::BookViews.name())))
-            .group_by_col((books::Entity, books::Column::Genre))
-            .and_having(views.gt(0i64))
-            .to_owned();
+        let mut s = over(u);
+        s.expr_as(
+            Expr::col((books::Entity, books::Column::Genre)),
+            Alias::new("genre"),
+        )
+        .expr_as(views.clone(), Alias::new("views"))
+        .join(
+            JoinType::InnerJoin,
+            books::Entity,
+            Expr::col((books::Entity, books::Column::Id)).equals((Alias::new(SRC), Ws::BookId)),
+        )
+        .group_by_col((books::Entity, books::Column::Genre))
+        .and_having(views.gt(0i64));
         // Genres are few; the tie-break is done here so "alphabetical" means the same
         // byte order on every database, whatever its collation.
         let mut best: Option<(u64, String)> = None;
-        for row in self.rows(&select).await? {
+        for row in self.rows(&s).await? {
             let genre: String = row.try_get("", "genre").map_err(db_err)?;
             let v = get_u64(&row, "views")?;
             let better = match &best {
@@ -184,7 +345,7 @@ impl SqlStore {
         let book_count = books::Entity::find()
             .filter(books::Column::Genre.eq(genre.as_str()))
             .filter(books::Column::DeletedAt.is_null())
-            .count(&self.db)
+            .count(&self.txn)
             .await
             .map_err(db_err)?;
         Ok(Some(TopGenre {
@@ -193,16 +354,41 @@ impl SqlStore {
             views,
         }))
     }
+
+    async fn finish(self) -> Result<()> {
+        self.txn.commit().await.map_err(db_err)
+    }
+}
+
+impl SqlStore {
+    /// Opens a read-only snapshot. PostgreSQL needs REPEATABLE READ for one snapshot per
+    /// transaction; a SQLite read transaction in WAL mode is one already.
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self.begin().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+                .map_err(db_err)?;
+        }
+        let horizon = horizon(&txn).await?;
+        Ok(Snapshot { txn, horizon })
+    }
 }
 
 #[async_trait]
 impl StatsQuery for SqlStore {
     async fn book(&self, book: BookId, range: TimeRange) -> Result<BookStats> {
-        let row = self.row(&figures_select(book_filter(book, range))).await?;
-        let (mut figures, currency) = read_figures(&row)?;
-        if let Some(u) = self.uniques(book_filter(book, range), false).await?.get(&0) {
+        let snap = self.snapshot().await?;
+        let pieces = snap.totals(Scope::Book, range);
+        let only = Only {
+            book: Some(book),
+            topic: None,
+        };
+        let (mut figures, currency) = snap.figures(&pieces, only).await?;
+        if let Some(u) = snap.uniques(&pieces, only, false).await?.get(&0) {
             u.fill(&mut figures);
         }
+        snap.finish().await?;
         Ok(BookStats {
             book_id: book,
             figures,
@@ -211,10 +397,15 @@ impl StatsQuery for SqlStore {
     }
 
     async fn book_history(&self, book: BookId, range: TimeRange) -> Result<Vec<BookWindow>> {
-        let rows = self
-            .rows(&per_window_select(book_filter(book, range)))
-            .await?;
-        let uniques = self.uniques(book_filter(book, range), true).await?;
+        let snap = self.snapshot().await?;
+        let pieces = snap.history(Scope::Book, range);
+        let only = Only {
+            book: Some(book),
+            topic: None,
+        };
+        let rows = snap.figures_per_bucket(&pieces, only).await?;
+        let uniques = snap.uniques(&pieces, only, true).await?;
+        snap.finish().await?;
         rows.iter()
             .map(|row| {
                 let start = get_i64(row, "window_start")?;
@@ -232,30 +423,36 @@ impl StatsQuery for SqlStore {
     }
 
     async fn overview(&self, range: TimeRange) -> Result<Overview> {
-        let mut select = figures_select(in_range(range));
-        select.expr_as(
-            Func::count_distinct(col(Ws::BookId)),
-            Alias::new("books_with_activity"),
-        );
-        let row = self.row(&select).await?;
-        let (mut totals, currency) = read_figures(&row)?;
-        let unique_users = match self.uniques(in_range(range), false).await?.get(&0) {
+        let snap = self.snapshot().await?;
+        let everyone = snap.totals(Scope::Overview, range);
+        let per_book = snap.totals(Scope::Book, range);
+        let (mut totals, currency) = snap.figures(&everyone, Only::default()).await?;
+        let unique_users = match snap
+            .uniques(&everyone, Only::default(), false)
+            .await?
+            .get(&0)
+        {
             Some(u) => u.fill(&mut totals),
             None => 0,
         };
-        Ok(Overview {
+        let overview = Overview {
             totals,
             unique_users,
-            books_with_activity: get_u64(&row, "books_with_activity")?,
-            most_popular_book: self.most_viewed_book(range).await?,
-            top_genre: self.top_genre(range).await?,
+            books_with_activity: snap.books_with_activity(&per_book).await?,
+            most_popular_book: snap.most_viewed_book(&per_book).await?,
+            top_genre: snap.top_genre(&per_book).await?,
             currency,
-        })
+        };
+        snap.finish().await?;
+        Ok(overview)
     }
 
     async fn overview_history(&self, range: TimeRange) -> Result<Vec<OverviewWindow>> {
-        let rows = self.rows(&per_window_select(in_range(range))).await?;
-        let uniques = self.uniques(in_range(range), true).await?;
+        let snap = self.snapshot().await?;
+        let pieces = snap.history(Scope::Overview, range);
+        let rows = snap.figures_per_bucket(&pieces, Only::default()).await?;
+        let uniques = snap.uniques(&pieces, Only::default(), true).await?;
+        snap.finish().await?;
         rows.iter()
             .map(|row| {
                 let start = get_i64(row, "window_start")?;
@@ -286,27 +483,49 @@ impl StatsQuery for SqlStore {
             PopularSort::Purchases => "purchases",
             PopularSort::Revenue => "revenue",
         };
-        let mut select = figures_select(in_range(range));
+        let snap = self.snapshot().await?;
+        let pieces = snap.totals(Scope::Book, range);
+        let Some(u) = union(&pieces, Only::default(), Shape::Figures) else {
+            snap.finish().await?;
+            return Ok(Vec::new());
+        };
+        // Only the figures a popular entry shows: fewer sums per row of a long range.
+        let mut select = over(u);
+        for (e, alias) in figure_exprs() {
+            if [
+                "views",
+                "downloads",
+                "purchases",
+                "revenue",
+                "stats_currency",
+            ]
+            .contains(&alias)
+            {
+                select.expr_as(e, Alias::new(alias));
+            }
+        }
         select
             .expr_as(col(Ws::BookId), Alias::new("book_id"))
-            .group_by_col((WindowStats, Ws::BookId))
+            .group_by_col((Alias::new(SRC), Ws::BookId))
             .order_by(Alias::new(metric), Order::Desc)
-            .order_by((WindowStats, Ws::BookId), Order::Asc)
+            .order_by((Alias::new(SRC), Ws::BookId), Order::Asc)
             .limit(u64::from(limit));
-        let rows = self.rows(&select).await?;
+        let rows = snap.rows(&select).await?;
         let ids = rows
             .iter()
             .map(|r| get_i64(r, "book_id"))
             .collect::<Result<Vec<_>>>()?;
-        let mut titles = self.titles(ids).await?;
+        let mut titles = snap.titles(ids).await?;
+        snap.finish().await?;
         let mut out = Vec::with_capacity(rows.len());
         for (rank, row) in (1u32..).zip(&rows) {
             let book_id = get_i64(row, "book_id")?;
-            let (f, currency) = read_figures(row)?;
+            let purchases = get_u64(row, "purchases")?;
+            let currency: Option<String> = row.try_get("", "stats_currency").map_err(db_err)?;
             // Purchase rows always name their currency, so a book with purchases has one.
             let revenue = match currency {
-                Some(code) if f.purchases > 0 => Some(Money::new(
-                    f.revenue_cents,
+                Some(code) if purchases > 0 => Some(Money::new(
+                    get_i64(row, "revenue")?,
                     Currency::parse(&code).map_err(|_| corrupt(format!("currency {code:?}")))?,
                 )),
                 _ => None,
@@ -315,9 +534,9 @@ impl StatsQuery for SqlStore {
                 rank,
                 book_id: BookId(book_id),
                 title: titles.remove(&book_id).unwrap_or_default(),
-                views: f.views,
-                downloads: f.downloads,
-                purchases: f.purchases,
+                views: get_u64(row, "views")?,
+                downloads: get_u64(row, "downloads")?,
+                purchases,
                 revenue,
             });
         }

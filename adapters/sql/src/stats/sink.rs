@@ -1,7 +1,8 @@
 //! `StatsSink`: stores aggregates, replacing a stored one (same window, book, source
-//! partition and first offset) only with one that covers more of its offsets.
+//! partition and first offset) only with one that covers more of its offsets, and moves
+//! the rollups by exactly what changed, in one transaction under the statistics lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -9,13 +10,15 @@ use folio_domain::analytics::Aggregate;
 use folio_domain::ports::{StatsSink, UpsertReport};
 use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, OnConflict, Query, SimpleExpr};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
+use sea_orm::sea_query::{Alias, Condition, Expr, OnConflict, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tracing::{debug, warn};
 
-use super::col;
+use super::cell::{Cell, FIGURES};
+use super::retention::{horizon, lock_stats};
+use super::rollup::RollupChanges;
 use crate::entity::window_stats::{Column as Ws, Entity as WindowStats};
-use crate::error::db_err;
+use crate::error::{corrupt, db_err};
 use crate::store::SqlStore;
 use crate::time::to_ms;
 
@@ -45,85 +48,44 @@ const PK: [Ws; 5] = [
     Ws::FirstOffset,
 ];
 
-const DATA: [Ws; 22] = [
-    Ws::WindowEnd,
-    Ws::NextOffset,
-    Ws::Events,
-    Ws::Anonymous,
-    Ws::FirstAt,
-    Ws::LastAt,
-    Ws::RevenueCents,
-    Ws::Currency,
-    Ws::ReviewsCreated,
-    Ws::ReviewsUpdated,
-    Ws::ReviewLengthDelta,
-    Ws::RatingsCreated,
-    Ws::RatingsUpdated,
-    Ws::RatingSumDelta,
-    Ws::R1,
-    Ws::R2,
-    Ws::R3,
-    Ws::R4,
-    Ws::R5,
-    Ws::SubmittedRatingSum,
-    Ws::UsersSketch,
-    Ws::StoredAt,
-];
-
-fn count(v: u64) -> SimpleExpr {
-    Expr::val(i64::try_from(v).unwrap_or(i64::MAX)).into()
+/// The columns after the key: the offsets covered, the figures, and when it was stored.
+fn data_columns() -> Vec<Ws> {
+    let mut columns = vec![Ws::NextOffset];
+    columns.extend(FIGURES);
+    columns.push(Ws::StoredAt);
+    columns
 }
 
-/// The row values of `a`, in `PK` then `DATA` order.
-fn row(a: &Aggregate, stored_at: i64) -> Vec<SimpleExpr> {
-    let f = &a.figures;
-    let d = f.rating_distribution_delta;
-    let sketch = (!f.users.is_empty()).then(|| f.users.to_bytes());
-    vec![
+/// The row values of `a`, in `PK` then [`data_columns`] order. The figures come from the
+/// same [`Cell`] the rollups add up, so both always agree.
+fn row(a: &Aggregate, cell: &Cell, stored_at: i64) -> Vec<SimpleExpr> {
+    let mut values: Vec<SimpleExpr> = vec![
         Expr::val(to_ms(a.window_start)).into(),
         Expr::val(a.book_id.get()).into(),
         Expr::val(a.source.topic.name()).into(),
         Expr::val(a.source.partition).into(),
         Expr::val(a.source.first_offset).into(),
-        Expr::val(to_ms(a.window_end)).into(),
         Expr::val(a.source.next_offset).into(),
-        count(f.events),
-        count(f.anonymous),
-        Expr::val(f.first_at.map(to_ms)).into(),
-        Expr::val(f.last_at.map(to_ms)).into(),
-        Expr::val(f.revenue_cents).into(),
-        Expr::val(f.currency.map(|c| c.as_str().to_owned())).into(),
-        count(f.reviews_created),
-        count(f.reviews_updated),
-        Expr::val(f.review_length_delta).into(),
-        count(f.ratings_created),
-        count(f.ratings_updated),
-        Expr::val(f.rating_sum_delta).into(),
-        Expr::val(d[0]).into(),
-        Expr::val(d[1]).into(),
-        Expr::val(d[2]).into(),
-        Expr::val(d[3]).into(),
-        Expr::val(d[4]).into(),
-        Expr::val(f.submitted_rating_sum).into(),
-        Expr::val(sketch).into(),
-        Expr::val(stored_at).into(),
-    ]
+    ];
+    values.extend(cell.values());
+    values.push(Expr::val(stored_at).into());
+    values
 }
 
 /// The stored `next_offset` of every row that may share a key with `aggregates`.
 ///
 /// It reads by window starts and book ids, a superset of the keys (extra rows are never
-/// looked up), because SQLite has no `(a, b) IN ((..), (..))` list. On PostgreSQL the rows are locked
-/// until commit, so a concurrent upsert of a stored key waits and the report stays exact.
+/// looked up), because SQLite has no `(a, b) IN ((..), (..))` list. The caller holds the
+/// statistics lock, so the rows cannot change before it writes.
 async fn stored_offsets(
     txn: &DatabaseTransaction,
-    aggregates: &[Aggregate],
+    aggregates: &[&Aggregate],
 ) -> Result<HashMap<Key, i64>> {
     let mut stored = HashMap::new();
     for chunk in aggregates.chunks(CHUNK) {
         let windows: BTreeSet<i64> = chunk.iter().map(|a| to_ms(a.window_start)).collect();
         let books: BTreeSet<i64> = chunk.iter().map(|a| a.book_id.get()).collect();
-        let mut select = Query::select()
+        let select = Query::select()
             .columns([
                 Ws::WindowStart,
                 Ws::BookId,
@@ -133,12 +95,9 @@ async fn stored_offsets(
                 Ws::NextOffset,
             ])
             .from(WindowStats)
-            .and_where(col(Ws::WindowStart).is_in(windows))
-            .and_where(col(Ws::BookId).is_in(books))
+            .and_where(Expr::col(Ws::WindowStart).is_in(windows))
+            .and_where(Expr::col(Ws::BookId).is_in(books))
             .to_owned();
-        if txn.get_database_backend() == DbBackend::Postgres {
-            select.lock(LockType::Update);
-        }
         for r in txn
             .query_all(txn.get_database_backend().build(&select))
             .await
@@ -161,6 +120,51 @@ async fn stored_offsets(
     Ok(stored)
 }
 
+/// Keys per exact-key lookup: five parameters each.
+const KEYS_PER_LOOKUP: usize = 100;
+
+/// The stored figures of exactly these keys, for rows about to be replaced.
+async fn stored_cells(txn: &DatabaseTransaction, keys: &[Key]) -> Result<HashMap<Key, Cell>> {
+    let mut out = HashMap::new();
+    for chunk in keys.chunks(KEYS_PER_LOOKUP) {
+        let mut any = Condition::any();
+        for k in chunk {
+            any = any.add(
+                Condition::all()
+                    .add(Expr::col(Ws::WindowStart).eq(k.0))
+                    .add(Expr::col(Ws::BookId).eq(k.1))
+                    .add(Expr::col(Ws::SourceTopic).eq(k.2))
+                    .add(Expr::col(Ws::SourcePartition).eq(k.3))
+                    .add(Expr::col(Ws::FirstOffset).eq(k.4)),
+            );
+        }
+        let select = Query::select()
+            .columns(PK)
+            .columns(FIGURES)
+            .from(WindowStats)
+            .cond_where(any)
+            .to_owned();
+        for r in txn
+            .query_all(txn.get_database_backend().build(&select))
+            .await
+            .map_err(db_err)?
+        {
+            let topic: String = r.try_get("", "source_topic").map_err(db_err)?;
+            let topic = Topic::from_name(&topic)
+                .ok_or_else(|| corrupt(format!("source topic {topic:?}")))?;
+            let k: Key = (
+                r.try_get("", "window_start").map_err(db_err)?,
+                r.try_get("", "book_id").map_err(db_err)?,
+                topic.name(),
+                r.try_get("", "source_partition").map_err(db_err)?,
+                r.try_get("", "first_offset").map_err(db_err)?,
+            );
+            out.insert(k, Cell::from_row(&r)?);
+        }
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl StatsSink for SqlStore {
     async fn upsert(&self, aggregates: &[Aggregate]) -> Result<UpsertReport> {
@@ -169,12 +173,30 @@ impl StatsSink for SqlStore {
             return Ok(report);
         }
         let txn = self.begin_write(WindowStats).await?;
-        let mut stored = stored_offsets(&txn, aggregates).await?;
+        lock_stats(&txn).await?;
+
+        // Below the horizon the stored row that tells a replay from a new figure may have
+        // been pruned, so such aggregates are ignored rather than risk counting twice.
+        let horizon = horizon(&txn).await?;
+        let (fresh, stale): (Vec<&Aggregate>, Vec<&Aggregate>) = aggregates
+            .iter()
+            .partition(|a| horizon.is_none_or(|h| to_ms(a.window_start) >= h));
+        if !stale.is_empty() {
+            warn!(
+                count = stale.len(),
+                horizon = ?horizon,
+                "ignoring aggregates of windows older than the statistics retention"
+            );
+            report.ignored += stale.len() as u64;
+        }
+        let mut stored = stored_offsets(&txn, &fresh).await?;
+        let in_database: HashSet<Key> = stored.keys().copied().collect();
+
         // Decide each aggregate in order, as if upserted one at a time, so duplicates
         // within the batch are reported exactly; only the last winner per key is written.
         let mut winners: HashMap<Key, &Aggregate> = HashMap::new();
         let mut order: Vec<Key> = Vec::new();
-        for a in aggregates {
+        for &a in &fresh {
             let k = key(a);
             match stored.get(&k) {
                 None => report.inserted += 1,
@@ -191,25 +213,44 @@ impl StatsSink for SqlStore {
             }
         }
 
+        // The rollups move from what the database held to what it will hold.
+        let replaced: Vec<Key> = order
+            .iter()
+            .filter(|k| in_database.contains(k))
+            .copied()
+            .collect();
+        let old = stored_cells(&txn, &replaced).await?;
+        let mut changes = RollupChanges::default();
+        let mut cells: HashMap<Key, Cell> = HashMap::with_capacity(order.len());
+        for k in &order {
+            let Some(a) = winners.get(k) else { continue };
+            let cell = Cell::of(a);
+            changes.record(k.0, k.1, a.source.topic, &cell, old.get(k));
+            cells.insert(*k, cell);
+        }
+
         let stored_at = to_ms(Utc::now());
         let mut columns: Vec<Ws> = PK.to_vec();
-        columns.extend(DATA);
+        columns.extend(data_columns());
         let mut written = 0u64;
         for keys in order.chunks(CHUNK) {
             let mut insert = Query::insert();
             insert.into_table(WindowStats).columns(columns.clone());
             for k in keys {
-                if let Some(a) = winners.get(k) {
-                    insert.values(row(a, stored_at)).map_err(Error::internal)?;
+                if let (Some(a), Some(cell)) = (winners.get(k), cells.get(k)) {
+                    insert
+                        .values(row(a, cell, stored_at))
+                        .map_err(Error::internal)?;
                 }
             }
             // The WHERE keeps the rule in the database too: a stored row is only ever
-            // replaced by one that covers more offsets, whatever raced this transaction.
+            // replaced by one that covers more offsets.
             insert.on_conflict(
                 OnConflict::columns(PK)
-                    .update_columns(DATA)
+                    .update_columns(data_columns())
                     .action_and_where(
-                        col(Ws::NextOffset).lt(Expr::col((Alias::new("excluded"), Ws::NextOffset))),
+                        Expr::col((WindowStats, Ws::NextOffset))
+                            .lt(Expr::col((Alias::new("excluded"), Ws::NextOffset))),
                     )
                     .to_owned(),
             );
@@ -219,23 +260,21 @@ impl StatsSink for SqlStore {
                 .map_err(db_err)?;
             written += done.rows_affected();
         }
-        txn.commit().await.map_err(db_err)?;
-
-        // One row per distinct key decided above.
+        // One row per distinct key decided above. Anything else means the rows changed
+        // under the lock, and the rollup changes would be wrong: roll everything back.
         let expected = order.len() as u64;
         if written != expected {
-            // Only possible when another writer stored one of these keys between our read
-            // and our insert; the database kept the row covering more offsets.
-            warn!(
-                written,
-                expected, "window statistics changed concurrently; report is approximate"
-            );
-            let lost = expected.saturating_sub(written);
-            let moved = lost.min(report.inserted);
-            report.inserted -= moved;
-            report.ignored += moved;
+            return Err(Error::internal(format!(
+                "window statistics changed under the statistics lock ({written} of {expected} rows written)"
+            )));
         }
+        if !changes.is_empty() {
+            changes.apply(&txn).await?;
+        }
+        txn.commit().await.map_err(db_err)?;
         debug!(?report, "window statistics upserted");
+
+        self.prune_if_due().await;
         Ok(report)
     }
 }
