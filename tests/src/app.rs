@@ -271,6 +271,9 @@ impl TestApp {
 
     /// Stops both roles cleanly.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(b) = self.bookstore.as_mut() {
+            b.stop_intake().await?;
+        }
         self.analytics_stop.stop();
         if let Some(a) = self.analytics.take() {
             a.await??;

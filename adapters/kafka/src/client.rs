@@ -171,14 +171,15 @@ impl KafkaClient {
         KafkaPublisher::new(self.clone())
     }
 
-    /// Joins `group` as a new member subscribed to `topics`. Returns at once; the member
-    /// joins in the background and its partitions arrive through `poll`.
+    /// Joins `group` (behind the configured group prefix) as a new member subscribed to
+    /// `topics`. Returns at once; the member joins in the background and its partitions
+    /// arrive through `poll`.
     pub async fn group_consumer(
         &self,
         group: &str,
         topics: &[Topic],
     ) -> Result<KafkaGroupConsumer> {
-        KafkaGroupConsumer::join(self.clone(), group, topics).await
+        KafkaGroupConsumer::join(self.clone(), &self.cfg.group_name(group), topics).await
     }
 }
 

@@ -80,6 +80,10 @@ pub struct KafkaConfig {
     /// Prepended to every catalog topic name on the broker, so tests (or tenants) sharing a
     /// broker do not collide. Empty in production.
     pub topic_prefix: String,
+    /// Prepended to every consumer group id, as `topic_prefix` is to topic names, so tests
+    /// sharing a broker keep their groups (members, commits) apart. Empty in production,
+    /// where the groups are `analytics-service-group` and `main-app-analytics-group`.
+    pub group_prefix: String,
     /// Replication factor of topics created by provisioning.
     pub replication_factor: i16,
 
@@ -124,6 +128,7 @@ impl fmt::Debug for KafkaConfig {
             .field("tls", &self.tls.is_some())
             .field("sasl", &self.sasl)
             .field("topic_prefix", &self.topic_prefix)
+            .field("group_prefix", &self.group_prefix)
             .field("linger", &self.linger)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_in_flight_records", &self.max_in_flight_records)
@@ -147,6 +152,7 @@ impl KafkaConfig {
             tls: None,
             sasl: None,
             topic_prefix: String::new(),
+            group_prefix: String::new(),
             replication_factor: 1,
             linger: Duration::from_millis(5),
             max_batch_bytes: 512 * 1024,
@@ -166,6 +172,11 @@ impl KafkaConfig {
     /// The broker-side name of a catalog topic.
     pub fn topic_name(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.name())
+    }
+
+    /// The broker-side id of a consumer group.
+    pub fn group_name(&self, group: &str) -> String {
+        format!("{}{group}", self.group_prefix)
     }
 
     /// The catalog topic behind a broker-side name, if it is one of ours.
@@ -221,6 +232,9 @@ mod tests {
         assert_eq!(c.topic_name(Topic::BookViews), "t1-book.views");
         assert_eq!(c.topic_from_name("t1-book.views"), Some(Topic::BookViews));
         assert_eq!(c.topic_from_name("book.views"), None);
+        assert_eq!(c.group_name("g"), "g", "no group prefix by default");
+        c.group_prefix = "t1-".into();
+        assert_eq!(c.group_name("g"), "t1-g");
         assert_eq!(
             SaslMechanism::parse("scram-sha-512"),
             Some(SaslMechanism::ScramSha512)

@@ -1,0 +1,492 @@
+//! The real services the Kafka suite runs against, and Kafka's own command-line tools.
+//!
+//! - [`kafka`]: the broker named by `KAFKA_BOOTSTRAP`; or, where `FOLIO_TESTCONTAINERS=1`
+//!   (set by `scripts/test` when a Docker engine answers), an `apache/kafka` container
+//!   started for the test. Neither: the test fails and says how to provide one.
+//! - [`postgres`]: the same for PostgreSQL and `DATABASE_URL`.
+//! - [`KafkaEnv::config`]: a configuration no other test shares: its own topic prefix (so
+//!   its own topics) and group prefix (so its own consumer groups and commits).
+//! - [`KafkaEnv::describe_group`] and [`KafkaEnv::console_produce`]: Kafka's
+//!   `kafka-consumer-groups` and `kafka-console-producer`, from `scripts/kafka-local`'s jars
+//!   or inside the container, so tests check folio against Kafka's own view.
+//!
+//! Containers belong to the test that started them and are removed when it ends.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use folio_kafka::KafkaConfig;
+use testcontainers::core::wait::LogWaitStrategy;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+/// How to give the suite a broker.
+pub const HOW_TO_KAFKA: &str = "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints \
+     127.0.0.1:19092), or run scripts/test, which provides one";
+/// How to give the suite a database.
+pub const HOW_TO_POSTGRES: &str = "set DATABASE_URL=postgres://user:password@host:port/database \
+     (scripts/pg-local start prints postgres://folio:folio@127.0.0.1:15432/folio), or run \
+     scripts/test, which provides one";
+
+/// The consumer-group session the suite's brokers run with (`scripts/kafka-local` and the
+/// container both set `group.consumer.session.timeout.ms=10000`), so a killed member's
+/// partitions move within seconds.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+const KAFKA_IMAGE: (&str, &str) = ("apache/kafka", "4.1.2");
+const POSTGRES_IMAGE: (&str, &str) = ("postgres", "17-alpine");
+
+fn testcontainers_enabled() -> bool {
+    std::env::var("FOLIO_TESTCONTAINERS").is_ok_and(|v| v == "1")
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A name no other test or run uses: the test's name, the process and the clock.
+pub fn unique(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// A broker for one test.
+pub struct KafkaEnv {
+    bootstrap: String,
+    cli: Cli,
+    _container: Option<ContainerAsync<GenericImage>>,
+}
+
+/// Where Kafka's command-line tools run.
+enum Cli {
+    /// `scripts/kafka-local tool …` (Apache Kafka's jars, fetched once by Maven).
+    Local { script: PathBuf },
+    /// `/opt/kafka/bin/*.sh` inside the broker's container, on its internal listener.
+    Container { id: String },
+}
+
+/// The broker this test uses. Panics, saying how to provide one, when there is none.
+pub async fn kafka() -> KafkaEnv {
+    if let Some(bootstrap) = non_empty_env("KAFKA_BOOTSTRAP") {
+        return KafkaEnv {
+            bootstrap,
+            cli: Cli::Local {
+                script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local"),
+            },
+            _container: None,
+        };
+    }
+    if testcontainers_enabled() {
+        return start_kafka_container().await.unwrap_or_else(|e| {
+            panic!("FOLIO_TESTCONTAINERS=1 but the Kafka container did not start ({e:#}); {HOW_TO_KAFKA}")
+        });
+    }
+    panic!("this test needs a real Kafka broker and KAFKA_BOOTSTRAP is unset: {HOW_TO_KAFKA}");
+}
+
+/// A free TCP port on the host, for the container's host listener: Kafka must advertise
+/// the address clients use, so the port is chosen before the container starts.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
+    let port = free_port()?;
+    let (name, tag) = KAFKA_IMAGE;
+    // KRaft, broker and controller in one node. HOST is what the tests reach through the
+    // mapped port; INTERNAL serves the tools run inside the container.
+    let container = GenericImage::new(name, tag)
+        .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
+        .with_mapped_port(port, 9092.tcp())
+        .with_env_var("KAFKA_NODE_ID", "1")
+        .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env_var(
+            "KAFKA_LISTENERS",
+            "HOST://0.0.0.0:9092,INTERNAL://0.0.0.0:19094,CONTROLLER://0.0.0.0:9093",
+        )
+        .with_env_var(
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("HOST://127.0.0.1:{port},INTERNAL://localhost:19094"),
+        )
+        .with_env_var(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "HOST:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        )
+        .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "INTERNAL")
+        .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
+        .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env_var("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env_var(
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+            "1",
+        )
+        .with_env_var("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1")
+        .with_env_var("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        // The same short group session as scripts/kafka-local.
+        .with_env_var("KAFKA_GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS", "3000")
+        .with_env_var(
+            "KAFKA_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+            SESSION_TIMEOUT.as_millis().to_string(),
+        )
+        .with_env_var("KAFKA_GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS", "500")
+        .with_env_var("KAFKA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", "1000")
+        .with_startup_timeout(Duration::from_secs(180))
+        .start()
+        .await
+        .context("starting apache/kafka")?;
+    Ok(KafkaEnv {
+        bootstrap: format!("127.0.0.1:{port}"),
+        cli: Cli::Container {
+            id: container.id().to_string(),
+        },
+        _container: Some(container),
+    })
+}
+
+/// One row of `kafka-consumer-groups --describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The broker-side topic name (with the test's prefix).
+    pub topic: String,
+    pub partition: i32,
+    /// `None` where the group has no commit (`-`).
+    pub current_offset: Option<i64>,
+    pub log_end_offset: Option<i64>,
+    pub lag: Option<i64>,
+    /// `-` when no member owns the partition.
+    pub consumer_id: String,
+}
+
+impl KafkaEnv {
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// A configuration for `test` alone: its own topics and consumer groups on the broker.
+    pub fn config(&self, test: &str) -> KafkaConfig {
+        let id = unique(test);
+        let mut cfg = KafkaConfig::new(&self.bootstrap);
+        cfg.client_id = format!("folio-test-{test}");
+        cfg.topic_prefix = format!("{id}.");
+        cfg.group_prefix = format!("{id}.");
+        cfg.session_timeout = SESSION_TIMEOUT;
+        cfg.request_deadline = Duration::from_secs(15);
+        cfg
+    }
+
+    /// Runs one of Kafka's tools (`consumer-groups`, `console-producer`, `topics`, …) against
+    /// this broker, feeding it `stdin`; returns its standard output.
+    pub async fn tool(
+        &self,
+        tool: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+    ) -> anyhow::Result<String> {
+        let mut cmd = match &self.cli {
+            Cli::Local { script } => {
+                let mut c = Command::new(script);
+                c.arg("tool")
+                    .arg(tool)
+                    .arg("--bootstrap-server")
+                    .arg(&self.bootstrap);
+                c
+            }
+            Cli::Container { id } => {
+                let mut c = Command::new("docker");
+                c.args(["exec", "-i", id])
+                    .arg(format!("/opt/kafka/bin/kafka-{tool}.sh"))
+                    .args(["--bootstrap-server", "localhost:19094"]);
+                c
+            }
+        };
+        cmd.args(args);
+        let what = format!("kafka {tool} {}", args.join(" "));
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            cmd.stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+            if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                pipe.write_all(&bytes)
+                    .with_context(|| format!("writing to {what}"))?;
+            }
+            let out = child
+                .wait_with_output()
+                .with_context(|| format!("running {what}"))?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() || stderr.contains("Error:") || stderr.contains("ERROR ") {
+                bail!("{what} failed ({}):\n{stdout}\n{stderr}", out.status);
+            }
+            Ok(stdout)
+        })
+        .await?
+    }
+
+    /// `kafka-consumer-groups --describe --group <group>`, parsed. `group` is the name the
+    /// apps use; the test's group prefix is added here.
+    pub async fn describe_group(
+        &self,
+        cfg: &KafkaConfig,
+        group: &str,
+    ) -> anyhow::Result<Vec<GroupOffset>> {
+        let full = cfg.group_name(group);
+        let out = self
+            .tool(
+                "consumer-groups",
+                &["--describe".into(), "--group".into(), full.clone()],
+                None,
+            )
+            .await?;
+        let rows = parse_table(&out, "CURRENT-OFFSET")
+            .with_context(|| format!("describing group {full}"))?;
+        let num = |r: &HashMap<String, String>, col: &str| -> anyhow::Result<Option<i64>> {
+            match r.get(col).map(String::as_str) {
+                None => bail!("no {col} column in:\n{out}"),
+                Some("-") => Ok(None),
+                Some(v) => Ok(Some(
+                    v.parse()
+                        .with_context(|| format!("{col} {v:?} in:\n{out}"))?,
+                )),
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(GroupOffset {
+                    topic: r.get("TOPIC").cloned().unwrap_or_default(),
+                    partition: num(r, "PARTITION")?.unwrap_or(-1) as i32,
+                    current_offset: num(r, "CURRENT-OFFSET")?,
+                    log_end_offset: num(r, "LOG-END-OFFSET")?,
+                    lag: num(r, "LAG")?,
+                    consumer_id: r.get("CONSUMER-ID").cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// `kafka-consumer-groups --describe --members`: each member's id and partition count.
+    pub async fn group_members(
+        &self,
+        cfg: &KafkaConfig,
+        group: &str,
+    ) -> anyhow::Result<Vec<(String, usize)>> {
+        let full = cfg.group_name(group);
+        let out = self
+            .tool(
+                "consumer-groups",
+                &[
+                    "--describe".into(),
+                    "--members".into(),
+                    "--group".into(),
+                    full.clone(),
+                ],
+                None,
+            )
+            .await?;
+        if out.contains("has no active members") {
+            return Ok(Vec::new());
+        }
+        let rows = parse_table(&out, "#PARTITIONS")
+            .with_context(|| format!("describing the members of {full}"))?;
+        rows.iter()
+            .map(|r| {
+                let id = r.get("CONSUMER-ID").cloned().unwrap_or_default();
+                let n = r
+                    .get("#PARTITIONS")
+                    .context("no #PARTITIONS column")?
+                    .parse()
+                    .with_context(|| format!("#PARTITIONS in:\n{out}"))?;
+                Ok((id, n))
+            })
+            .collect()
+    }
+
+    /// Waits until Kafka's tool shows `group` with a commit on every partition and no lag,
+    /// and returns what it showed.
+    pub async fn await_zero_lag(
+        &self,
+        cfg: &KafkaConfig,
+        group: &str,
+        partitions: usize,
+        within: Duration,
+    ) -> anyhow::Result<Vec<GroupOffset>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let rows = self.describe_group(cfg, group).await;
+            if let Ok(rows) = &rows {
+                let settled = rows.len() == partitions
+                    && rows
+                        .iter()
+                        .all(|r| r.lag == Some(0) && r.current_offset == r.log_end_offset);
+                if settled {
+                    return Ok(rows.clone());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "group {} did not reach zero lag on {partitions} partitions within {within:?}; last: {rows:#?}",
+                    cfg.group_name(group)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Produces `key|value` lines to a broker-side topic with Kafka's console producer,
+    /// which partitions keys with the Java client's default partitioner.
+    pub async fn console_produce(
+        &self,
+        topic: &str,
+        lines: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let mut input = Vec::new();
+        for (key, value) in lines {
+            anyhow::ensure!(
+                !key.contains('|') && !key.contains('\n') && !value.contains('\n'),
+                "a console-producer line cannot carry {key:?}|{value:?}"
+            );
+            writeln!(input, "{key}|{value}")?;
+        }
+        self.tool(
+            "console-producer",
+            &[
+                "--topic".into(),
+                topic.into(),
+                "--property".into(),
+                "parse.key=true".into(),
+                "--property".into(),
+                "key.separator=|".into(),
+            ],
+            Some(input),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The rows of the first table in `out` whose header has `marker`, by column name.
+fn parse_table(out: &str, marker: &str) -> anyhow::Result<Vec<HashMap<String, String>>> {
+    let mut lines = out.lines().skip_while(|l| !l.contains(marker));
+    let header: Vec<&str> = lines
+        .next()
+        .with_context(|| format!("no table with {marker} in:\n{out}"))?
+        .split_whitespace()
+        .collect();
+    let mut rows = Vec::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.is_empty() {
+            break;
+        }
+        if cells.len() < header.len() {
+            bail!("a short row {line:?} under {header:?}");
+        }
+        rows.push(
+            header
+                .iter()
+                .zip(cells)
+                .map(|(h, c)| (h.to_string(), c.to_string()))
+                .collect(),
+        );
+    }
+    Ok(rows)
+}
+
+/// A PostgreSQL server for one test.
+pub struct PgEnv {
+    url: String,
+    _container: Option<ContainerAsync<GenericImage>>,
+}
+
+/// The PostgreSQL server this test uses. Panics, saying how to provide one, when there is
+/// none.
+pub async fn postgres() -> PgEnv {
+    match non_empty_env("DATABASE_URL") {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            return PgEnv {
+                url,
+                _container: None,
+            }
+        }
+        Some(other) if !testcontainers_enabled() => panic!(
+            "this test needs PostgreSQL and DATABASE_URL is {:?}: {HOW_TO_POSTGRES}",
+            other.split(':').next().unwrap_or_default()
+        ),
+        _ => {}
+    }
+    if testcontainers_enabled() {
+        return start_postgres_container().await.unwrap_or_else(|e| {
+            panic!("FOLIO_TESTCONTAINERS=1 but the PostgreSQL container did not start ({e:#}); {HOW_TO_POSTGRES}")
+        });
+    }
+    panic!("this test needs PostgreSQL and DATABASE_URL is unset: {HOW_TO_POSTGRES}");
+}
+
+async fn start_postgres_container() -> anyhow::Result<PgEnv> {
+    let (name, tag) = POSTGRES_IMAGE;
+    // The entrypoint runs a temporary server to initialise the cluster first, so the
+    // message appears twice; the second one is the real server.
+    let container = GenericImage::new(name, tag)
+        .with_wait_for(WaitFor::log(
+            LogWaitStrategy::stderr("database system is ready to accept connections").with_times(2),
+        ))
+        .with_exposed_port(5432.tcp())
+        .with_env_var("POSTGRES_USER", "folio")
+        .with_env_var("POSTGRES_PASSWORD", "folio")
+        .with_env_var("POSTGRES_DB", "folio")
+        .with_startup_timeout(Duration::from_secs(120))
+        .start()
+        .await
+        .context("starting postgres")?;
+    let port = container.get_host_port_ipv4(5432).await?;
+    Ok(PgEnv {
+        url: format!("postgres://folio:folio@127.0.0.1:{port}/folio"),
+        _container: Some(container),
+    })
+}
+
+impl PgEnv {
+    /// A URL whose connections see a schema of their own, created now.
+    pub async fn fresh_schema(&self) -> anyhow::Result<String> {
+        Ok(folio_sql::fresh_schema_url(&self.url).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_groups_table_parses_by_column() -> anyhow::Result<()> {
+        let out = "\nConsumer group 'g' has no active members.\n\n\
+            GROUP TOPIC PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG CONSUMER-ID HOST CLIENT-ID\n\
+            g     t.a   2          2               2               0   -           -    -\n\
+            g     t.a   1          -               0               -   -           -    -\n";
+        let rows = parse_table(out, "CURRENT-OFFSET")?;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["PARTITION"], "2");
+        assert_eq!(rows[1]["CURRENT-OFFSET"], "-");
+        assert!(parse_table("Error: no such group", "CURRENT-OFFSET").is_err());
+        Ok(())
+    }
+}
