@@ -281,3 +281,89 @@ async fn two_workers_split_the_partitions_and_the_survivor_takes_over() {
         (30, 30, 30)
     );
 }
+
+/// A statistics sink whose first upsert fails, as when the database drops the connection
+/// of a statement in flight.
+struct FailsOnce {
+    inner: MemoryStore,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl folio_domain::ports::StatsSink for FailsOnce {
+    async fn upsert(
+        &self,
+        aggregates: &[folio_domain::analytics::Aggregate],
+    ) -> folio_domain::Result<folio_domain::ports::UpsertReport> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(folio_domain::Error::Unavailable(
+                "database",
+                "connection terminated".into(),
+            ));
+        }
+        self.inner.upsert(aggregates).await
+    }
+}
+
+/// Found by the chaos suite (database connections dropped mid-upsert): the ingest polled the
+/// next batch after a failed upsert, and that batch's commit moved the group past the lost
+/// one, so its aggregates were never stored.
+#[tokio::test(start_paused = true)]
+async fn a_failed_upsert_is_retried_before_anything_later_is_committed() {
+    let p = Pipeline::new();
+    let mut worker = p.worker();
+    let mut ingest = StatsIngest::new(
+        Box::new(
+            p.bus
+                .consumer("main-app-analytics-group", &[Topic::AggregatedStats]),
+        ),
+        Arc::new(FailsOnce {
+            inner: p.store.clone(),
+            failed: false.into(),
+        }),
+        Arc::new(p.bus.clone()),
+        p.clock.clone(),
+    );
+    // Window 0 closes; its aggregate reaches the ingest, whose upsert fails.
+    p.publish(&[view(1, 1_000, 7, Some(1))]).await;
+    p.clock.advance(Duration::from_secs(65));
+    for _ in 0..5 {
+        worker.step().await.expect("worker step");
+    }
+    let mut failed = false;
+    for _ in 0..10 {
+        if ingest.step().await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the first upsert fails");
+    // Window 1 closes too; the ingest carries on.
+    p.publish(&[view(2, 61_000, 7, Some(2))]).await;
+    p.clock.advance(Duration::from_secs(65));
+    for _ in 0..10 {
+        worker.step().await.expect("worker step");
+        let _ = ingest.step().await;
+    }
+    let history: Vec<(DateTime<Utc>, u64)> = p
+        .store
+        .book_history(BookId(7), TimeRange::ALL)
+        .await
+        .expect("history")
+        .iter()
+        .map(|w| (w.window_start, w.figures.views))
+        .collect();
+    assert_eq!(history, vec![(at(0), 1), (at(60_000), 1)]);
+    let committed = p
+        .bus
+        .committed(
+            "main-app-analytics-group",
+            TopicPartition::new(Topic::AggregatedStats, 0),
+        )
+        .map(|c| c.offset);
+    let end = p
+        .bus
+        .records(TopicPartition::new(Topic::AggregatedStats, 0))
+        .len() as i64;
+    assert!(committed.is_none_or(|c| c <= end));
+}

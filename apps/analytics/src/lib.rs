@@ -47,6 +47,14 @@ pub struct BusArgs {
     /// Kafka bootstrap servers (host:port, comma separated). Unset: the in-process bus.
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<String>,
+    /// Prepended to every Kafka topic name, so runs sharing a broker (tests, the chaos
+    /// suite) keep apart. Empty in production.
+    #[arg(long, env = "FOLIO_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Prepended to every Kafka consumer group id, as the topic prefix is to topic names.
+    /// Empty in production.
+    #[arg(long, env = "FOLIO_GROUP_PREFIX", default_value = "")]
+    pub group_prefix: String,
 }
 
 /// The bus the arguments name. Without Kafka this is a fresh in-process bus, which only
@@ -55,7 +63,10 @@ pub async fn connect_bus(args: &BusArgs) -> anyhow::Result<Arc<dyn MessageBus>> 
     match &args.kafka_bootstrap {
         None => Ok(Arc::new(folio_memory::MemoryBus::new())),
         Some(bootstrap) => {
-            let bus = folio_kafka::KafkaBus::connect(folio_kafka::KafkaConfig::new(bootstrap))
+            let mut cfg = folio_kafka::KafkaConfig::new(bootstrap);
+            cfg.topic_prefix = args.topic_prefix.clone();
+            cfg.group_prefix = args.group_prefix.clone();
+            let bus = folio_kafka::KafkaBus::connect(cfg)
                 .await
                 .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
             Ok(Arc::new(bus))
@@ -90,15 +101,20 @@ pub async fn run(
 }
 
 pub mod telemetry {
-    //! Structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+    //! Structured logs on stderr, filtered by `RUST_LOG` (default `info,rskafka=warn`).
 
     use tracing_subscriber::EnvFilter;
 
     pub fn init() {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        // rskafka logs every connection at info; its warnings are what an operator needs.
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn"));
+        // Logs go to stderr so stdout carries only what a binary prints for people
+        // (folio's banner).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            .with_writer(std::io::stderr)
             .try_init();
     }
 }
@@ -106,26 +122,53 @@ pub mod telemetry {
 pub mod shutdown {
     //! SIGTERM and Ctrl-C both mean: stop cleanly.
 
-    /// Resolves on SIGTERM or Ctrl-C.
-    pub async fn signal() {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+    use std::future::Future;
+
+    /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
+    /// when the future is first awaited: call it first thing in `main`, so a SIGTERM that
+    /// arrives while the process is still starting is kept, and the process stops cleanly
+    /// once started instead of dying of the signal.
+    pub fn signal() -> impl Future<Output = ()> + Send {
         #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
+        let streams = {
+            use tokio::signal::unix::{signal, SignalKind};
+            (
+                signal(SignalKind::terminate()).ok(),
+                signal(SignalKind::interrupt()).ok(),
+            )
         };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
+        async move {
+            #[cfg(unix)]
+            {
+                let (mut term, mut int) = streams;
+                let term = async {
+                    match term.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                let int = async {
+                    match int.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = term => {},
+                    _ = int => {},
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+            tracing::info!("shutdown requested");
         }
-        tracing::info!("shutdown requested");
     }
 }

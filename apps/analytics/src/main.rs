@@ -20,6 +20,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
+    // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
+    let stop_requested = shutdown::signal();
     let cli = Cli::parse();
     if cli.bus.kafka_bootstrap.is_none() {
         anyhow::bail!(
@@ -32,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     bus.provision().await?;
     let stop = StopFlag::new();
     let worker = tokio::spawn(run(bus, Arc::new(SystemClock), spec, stop.clone(), None));
-    shutdown::signal().await;
+    stop_requested.await;
     stop.stop();
     worker.await??;
     Ok(())

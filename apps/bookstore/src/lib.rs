@@ -24,6 +24,9 @@ use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub mod fault;
+pub use fault::FaultArgs;
+
 /// The bookstore's consumer group for aggregates.
 pub const GROUP: &str = "main-app-analytics-group";
 
@@ -82,19 +85,36 @@ pub struct RunningBookstore {
     pub admin_email: String,
     /// Set when the password was generated at startup.
     pub generated_admin_password: Option<String>,
-    stop: StopFlag,
+    intake_stop: StopFlag,
+    ingest_stop: StopFlag,
     http_stop: Option<tokio::sync::oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// The HTTP server and the outbox relay: what produces events.
+    intake: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// The statistics ingest: what consumes aggregates.
+    ingest: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RunningBookstore {
-    /// Drains HTTP, relays the last outbox rows, commits the ingest and leaves its group.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops taking requests: drains HTTP, then relays the last outbox rows. The ingest
+    /// keeps running, so an analytics worker stopping after this still has its last
+    /// aggregates stored (the order `folio` shuts down in).
+    pub async fn stop_intake(&mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.http_stop.take() {
             let _ = tx.send(());
         }
-        self.stop.stop();
-        for t in self.tasks {
+        self.intake_stop.stop();
+        for t in self.intake.drain(..) {
+            t.await??;
+        }
+        Ok(())
+    }
+
+    /// Stops everything: intake first, then the ingest, which stores what is already on
+    /// the bus, commits and leaves its group.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_intake().await?;
+        self.ingest_stop.stop();
+        if let Some(t) = self.ingest.take() {
             t.await??;
         }
         Ok(())
@@ -112,6 +132,17 @@ impl Starter {
         bus: Arc<dyn MessageBus>,
         clock: Arc<dyn Clock>,
         analytics: Option<Arc<WorkerStats>>,
+    ) -> anyhow::Result<RunningBookstore> {
+        Self::start_with_faults(args, bus, clock, analytics, &FaultArgs::default()).await
+    }
+
+    /// [`Starter::start`] with test-only fault hooks ([`fault`]).
+    pub async fn start_with_faults(
+        args: &BookstoreArgs,
+        bus: Arc<dyn MessageBus>,
+        clock: Arc<dyn Clock>,
+        analytics: Option<Arc<WorkerStats>>,
+        faults: &FaultArgs,
     ) -> anyhow::Result<RunningBookstore> {
         let currency = Currency::parse(&args.currency).context("FOLIO_CURRENCY")?;
         let store = folio_sql::connect(&args.database_url)
@@ -150,21 +181,23 @@ impl Starter {
             .unwrap_or_default();
         bookstore.ensure_admin(&args.admin_email, &password).await?;
 
-        let stop = StopFlag::new();
+        let intake_stop = StopFlag::new();
+        let ingest_stop = StopFlag::new();
         let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
         let relay = OutboxRelay::new(store.clone(), bus.publisher(), clock.clone());
-        let relay_stop = stop.clone();
+        let relay_stop = intake_stop.clone();
         tasks.push(tokio::spawn(async move {
             relay.run(relay_stop).await;
             Ok(())
         }));
         let consumer = bus.join(GROUP, &[Topic::AggregatedStats]).await?;
-        let ingest = StatsIngest::new(consumer, store.clone(), bus.publisher(), clock.clone());
+        let sink = faults.wrap_sink(store.clone());
+        let ingest = StatsIngest::new(consumer, sink, bus.publisher(), clock.clone());
         let ingest_stats = ingest.stats();
-        let ingest_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            ingest.run(ingest_stop).await.map_err(Into::into)
-        }));
+        let ingest_task = {
+            let ingest_stop = ingest_stop.clone();
+            tokio::spawn(async move { ingest.run(ingest_stop).await.map_err(Into::into) })
+        };
 
         let readiness: Vec<Arc<dyn Readiness>> = vec![store.clone()];
         let metrics = extra_metrics(ingest_stats, analytics, store.clone());
@@ -200,9 +233,11 @@ impl Starter {
             http_addr,
             admin_email: args.admin_email.clone(),
             generated_admin_password: generated,
-            stop,
+            intake_stop,
+            ingest_stop,
             http_stop: Some(tx),
-            tasks,
+            intake: tasks,
+            ingest: Some(ingest_task),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use folio_analytics::{connect_bus, shutdown, telemetry, BusArgs};
-use folio_bookstore::{BookstoreArgs, Starter};
+use folio_bookstore::{BookstoreArgs, FaultArgs, Starter};
 use folio_memory::SystemClock;
 
 #[derive(Debug, Parser)]
@@ -15,11 +15,15 @@ struct Cli {
     bus: BusArgs,
     #[command(flatten)]
     bookstore: BookstoreArgs,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
+    // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
+    let stop_requested = shutdown::signal();
     let cli = Cli::parse();
     if cli.bus.kafka_bootstrap.is_none() {
         anyhow::bail!(
@@ -29,13 +33,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let bus = connect_bus(&cli.bus).await?;
     bus.provision().await?;
-    let running = Starter::start(&cli.bookstore, bus, Arc::new(SystemClock), None).await?;
+    let running = Starter::start_with_faults(
+        &cli.bookstore,
+        bus,
+        Arc::new(SystemClock),
+        None,
+        &cli.faults,
+    )
+    .await?;
     if let Some(pw) = &running.generated_admin_password {
         println!(
             "admin login: {} / {pw} (generated; set FOLIO_ADMIN_PASSWORD to choose one)",
             running.admin_email
         );
     }
-    shutdown::signal().await;
+    stop_requested.await;
     running.stop().await
 }

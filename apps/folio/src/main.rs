@@ -38,6 +38,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
+    // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
+    let stop_requested = shutdown::signal();
     let cli = Cli::parse();
     if let Some(Command::Migrate) = cli.command {
         folio_sql::migrate(&cli.bookstore.database_url).await?;
@@ -93,10 +95,14 @@ async fn main() -> anyhow::Result<()> {
         cli.analytics.analytics_window, cli.analytics.analytics_grace
     );
 
-    shutdown::signal().await;
-    running.stop().await?;
+    stop_requested.await;
+    // Intake first (no new events), then analytics (publishes its open windows), then the
+    // ingest (stores them): a clean stop of the embedded mode loses nothing.
+    let mut running = running;
+    running.stop_intake().await?;
     stop.stop();
     analytics.await??;
+    running.stop().await?;
     Ok(())
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::analytics::{Aggregate, DeadLetter, StopFlag};
-use crate::ports::{Clock, ConsumerEvent, GroupConsumer, OffsetCommit, RecordPublisher, StatsSink};
+use crate::ports::{
+    Clock, ConsumerEvent, GroupConsumer, OffsetCommit, RecordBatch, RecordPublisher, StatsSink,
+};
 use crate::topics::TopicPartition;
 use crate::Result;
 
@@ -19,12 +21,18 @@ pub struct IngestStats {
 
 /// The bookstore's consumer of `analytics.aggregated-stats`: upserts aggregates, then
 /// commits. A crash between the two replays the batch, which the upsert ignores.
+///
+/// A batch whose upsert (or dead letters) failed is kept and tried again before anything
+/// new is polled: the consumer hands each batch out once, and committing a later batch
+/// would move the group past the failed one for good.
 pub struct StatsIngest {
     consumer: Box<dyn GroupConsumer>,
     sink: Arc<dyn StatsSink>,
     dlq: Arc<dyn RecordPublisher>,
     clock: Arc<dyn Clock>,
     stats: Arc<IngestStats>,
+    /// A polled batch not yet stored.
+    unstored: Option<RecordBatch>,
 }
 
 impl StatsIngest {
@@ -40,6 +48,7 @@ impl StatsIngest {
             dlq,
             clock,
             stats: Arc::new(IngestStats::default()),
+            unstored: None,
         }
     }
 
@@ -54,13 +63,29 @@ impl StatsIngest {
             .map(|_| ())
     }
 
-    /// One poll waiting up to `wait`; false when nothing arrived.
+    /// One poll waiting up to `wait` (or the retry of a batch not yet stored); false when
+    /// nothing arrived.
     async fn step_within(&mut self, wait: Duration) -> Result<bool> {
-        let ConsumerEvent::Batch(batch) = self.consumer.poll(wait).await? else {
-            return Ok(false);
+        let batch = match self.unstored.take() {
+            Some(batch) => batch,
+            None => match self.consumer.poll(wait).await? {
+                ConsumerEvent::Batch(batch) => batch,
+                _ => return Ok(false),
+            },
         };
+        match self.store(&batch).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.unstored = Some(batch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Dead-letters what cannot be read, upserts the rest, then commits the batch.
+    async fn store(&mut self, batch: &RecordBatch) -> Result<()> {
         let Some(last) = batch.records.last().map(|r| r.offset) else {
-            return Ok(true);
+            return Ok(());
         };
         let mut aggregates = Vec::with_capacity(batch.records.len());
         let mut dead = 0;
@@ -91,7 +116,7 @@ impl StatsIngest {
             .ignored
             .fetch_add(report.ignored, Ordering::Relaxed);
         self.commit(batch.partition, last + 1).await;
-        Ok(true)
+        Ok(())
     }
 
     async fn commit(&mut self, tp: TopicPartition, offset: i64) {

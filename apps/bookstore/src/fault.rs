@@ -1,0 +1,63 @@
+//! Test-only fault injection for the chaos suite (`tests/src/bin/chaos.rs`). Nothing here
+//! is active unless its variable is set; never set it in production.
+//!
+//! `FOLIO_FAULT_ABORT_AFTER_UPSERT=n` makes the statistics ingest kill the process
+//! (`std::process::abort`, as abrupt as `kill -9`) right after its n-th successful,
+//! non-empty upsert returns and before the ingest commits that batch's offset: the moment
+//! DESIGN §6 names, "between storing an aggregate and committing its offset". The next
+//! instance replays the batch, which the sink's upsert must ignore.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clap::Args;
+use folio_domain::analytics::Aggregate;
+use folio_domain::ports::{StatsSink, UpsertReport};
+use folio_domain::Result;
+
+/// Fault hooks, for tests only.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FaultArgs {
+    /// Test only: abort the process right after the n-th successful statistics upsert,
+    /// before its offset is committed.
+    #[arg(long, env = "FOLIO_FAULT_ABORT_AFTER_UPSERT", hide = true)]
+    pub abort_after_upsert: Option<u64>,
+}
+
+impl FaultArgs {
+    /// `sink` as the statistics ingest should see it under these faults.
+    pub fn wrap_sink(&self, sink: Arc<dyn StatsSink>) -> Arc<dyn StatsSink> {
+        match self.abort_after_upsert {
+            Some(n) if n > 0 => Arc::new(AbortAfterUpserts {
+                inner: sink,
+                after: n,
+                done: AtomicU64::new(0),
+            }),
+            _ => sink,
+        }
+    }
+}
+
+/// A [`StatsSink`] that aborts the process after its n-th successful non-empty upsert.
+struct AbortAfterUpserts {
+    inner: Arc<dyn StatsSink>,
+    after: u64,
+    done: AtomicU64,
+}
+
+#[async_trait]
+impl StatsSink for AbortAfterUpserts {
+    async fn upsert(&self, aggregates: &[Aggregate]) -> Result<UpsertReport> {
+        let report = self.inner.upsert(aggregates).await?;
+        if !aggregates.is_empty() && self.done.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            // stderr is unbuffered: the line is out before the process is.
+            eprintln!(
+                "FOLIO_FAULT_ABORT_AFTER_UPSERT: aborting after upsert {} ({report:?}), before the commit",
+                self.after
+            );
+            std::process::abort();
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,874 @@
+//! The driver: sets up a fresh schema and fresh topics, starts the processes, publishes
+//! the workload while injecting faults, lets every window close, then compares.
+//!
+//! Faults (their times are drawn from the seed, in plan time, so they move with the
+//! schedule when it is shifted):
+//! - `kill -9` of a random analytics instance, replaced after 0-3 s;
+//! - an analytics instance joining the group, and one leaving it with SIGTERM;
+//! - `kill -9` of the bookstore, restarted after 0.3-2 s;
+//! - the bookstore aborting right after an upsert and before its commit
+//!   (`FOLIO_FAULT_ABORT_AFTER_UPSERT`), restarted the same way;
+//! - the broker stopped and started (`scripts/kafka-local stop; start`) while the producer
+//!   holds its fire;
+//! - an analytics instance frozen (SIGSTOP) past its group session and thawed: a zombie
+//!   that still holds batches and publishes them after its partitions moved;
+//! - the bookstore's PostgreSQL connections terminated (`pg_terminate_backend`, for 3 s),
+//!   so statements in flight fail.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use folio_domain::analytics::Aggregate;
+use folio_domain::catalog::BookDraft;
+use folio_domain::ports::{BookRepository, MessageBus};
+use folio_domain::topics::Topic;
+use folio_kafka::{KafkaBus, KafkaConfig};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::dlq::{read_dead_letters, read_topic, DeadRecord};
+use super::expect::Expected;
+use super::fleet::{Fleet, Role};
+use super::producer::{self, now_ms, ProducerHandle, ProducerLog};
+use super::verify::{compare, CatalogBook, Report};
+use super::workload::{catalog, usd, BookRef, Plan, WorkloadConfig};
+
+/// Window length of the run.
+pub const WINDOW: Duration = Duration::from_secs(2);
+/// Grace of the run: the longest a duplicate trails its original (1.5 s) plus room for
+/// delivery delays, so every on-time event reaches its window while it is open.
+pub const GRACE: Duration = Duration::from_secs(4);
+
+/// How long and how hard.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: &'static str,
+    pub windows: i64,
+    pub regular_books: usize,
+    pub big_books: usize,
+    pub users: i64,
+    pub late_events: usize,
+    pub poison_rounds: usize,
+    pub analytics_kills: usize,
+    pub joins: usize,
+    pub leaves: usize,
+    pub bookstore_kills: usize,
+    pub bookstore_aborts: usize,
+    pub broker_restarts: usize,
+    pub db_drops: usize,
+    /// SIGSTOP of an analytics instance for longer than the group session, then SIGCONT.
+    pub freezes: usize,
+    /// How long the figures may take to settle after the quiet period.
+    pub settle: Duration,
+}
+
+impl Profile {
+    /// About 2.5 minutes of wall time: the run `scripts/test` does.
+    pub fn short() -> Self {
+        Profile {
+            name: "short",
+            windows: 46,
+            regular_books: 24,
+            big_books: 3,
+            users: 4000,
+            late_events: 6,
+            poison_rounds: 2,
+            analytics_kills: 3,
+            joins: 2,
+            leaves: 2,
+            bookstore_kills: 2,
+            bookstore_aborts: 2,
+            broker_restarts: 1,
+            db_drops: 2,
+            freezes: 1,
+            settle: Duration::from_secs(30),
+        }
+    }
+
+    /// About 20 minutes.
+    pub fn long() -> Self {
+        Profile {
+            name: "long",
+            windows: 540,
+            regular_books: 40,
+            big_books: 3,
+            users: 6000,
+            late_events: 30,
+            poison_rounds: 10,
+            analytics_kills: 15,
+            joins: 8,
+            leaves: 8,
+            bookstore_kills: 8,
+            bookstore_aborts: 6,
+            broker_restarts: 2,
+            db_drops: 6,
+            freezes: 4,
+            settle: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: Profile,
+    pub seed: u64,
+    pub kafka_bootstrap: String,
+    pub database_url: String,
+    /// Where `folio-analytics` and `folio-bookstore` are.
+    pub bin_dir: PathBuf,
+    /// `scripts/kafka-local`, to restart the broker; `None`: no broker restart.
+    pub kafka_local: Option<PathBuf>,
+    /// Logs go to `<work_dir>/<run id>/`.
+    pub work_dir: PathBuf,
+    pub max_diffs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillAnalytics,
+    JoinAnalytics,
+    LeaveAnalytics,
+    KillBookstore,
+    RestartBroker,
+    DropDbConnections,
+    FreezeAnalytics,
+}
+
+/// Fault times, in plan ms, sorted.
+fn schedule(p: &Profile, traffic_ms: i64, rng: &mut StdRng) -> Vec<(i64, Fault)> {
+    let lo = 8_000.min(traffic_ms / 4);
+    // Faults end early enough that a crashed member's session (10 s) runs out in traffic.
+    let hi = (traffic_ms - 14_000).max(lo + 1);
+    let mut out = Vec::new();
+    let mut add = |n: usize, f: Fault, lo: i64, hi: i64, rng: &mut StdRng| {
+        for _ in 0..n {
+            out.push((rng.gen_range(lo..hi), f));
+        }
+    };
+    add(p.analytics_kills, Fault::KillAnalytics, lo, hi, rng);
+    add(p.joins, Fault::JoinAnalytics, lo, hi, rng);
+    add(p.leaves, Fault::LeaveAnalytics, lo, hi, rng);
+    add(p.bookstore_kills, Fault::KillBookstore, lo, hi, rng);
+    add(p.db_drops, Fault::DropDbConnections, lo, hi, rng);
+    add(p.freezes, Fault::FreezeAnalytics, lo, hi, rng);
+    // Broker restarts spread over the middle of the run.
+    for i in 0..p.broker_restarts {
+        let span = (hi - lo) / p.broker_restarts.max(1) as i64;
+        let start = lo + span * i as i64 + span / 4;
+        add(1, Fault::RestartBroker, start, start + span / 2 + 1, rng);
+    }
+    out.sort_by_key(|(t, _)| *t);
+    out
+}
+
+/// What happened during the run, for the summary.
+#[derive(Debug, Default)]
+struct Tally {
+    bookstore_aborts: u32,
+    broker_restarts: u32,
+    broker_restart_note: Option<String>,
+    db_drops: u32,
+    freezes: u32,
+    db_connections_killed: u64,
+    /// Exits nobody asked for.
+    unexpected_exits: Vec<String>,
+    skipped_faults: u32,
+}
+
+struct Driver {
+    opts: Options,
+    /// The run's topic prefix.
+    prefix: String,
+    /// The bookstore's PostgreSQL `application_name`.
+    app_name: String,
+    fleet: Fleet,
+    rng: StdRng,
+    tally: Tally,
+    aborts_left: usize,
+    /// (wall ms, role, abort hook) of processes to start.
+    restarts: Vec<(i64, Role, Option<u64>)>,
+    /// (wall ms, name) of frozen processes to thaw.
+    thaws: Vec<(i64, String)>,
+}
+
+impl Driver {
+    fn hook(&mut self) -> Option<u64> {
+        if self.aborts_left > 0 && self.rng.gen_bool(0.7) {
+            self.aborts_left -= 1;
+            Some(self.rng.gen_range(2..=8))
+        } else {
+            None
+        }
+    }
+
+    /// Notes exits and schedules replacements.
+    fn reap(&mut self) {
+        for ex in self.fleet.reap() {
+            if ex.is_hook_abort() {
+                self.tally.bookstore_aborts += 1;
+                eprintln!(
+                    "chaos: {} aborted after an upsert, before its commit (hook)",
+                    ex.name
+                );
+                let hook = self.hook();
+                let at = now_ms() + self.rng.gen_range(300..2000);
+                self.restarts.push((at, Role::Bookstore, hook));
+            } else {
+                let log = self.fleet.log_of(&ex.name);
+                self.tally.unexpected_exits.push(format!(
+                    "{} exited by itself with {} (log: {})",
+                    ex.name,
+                    ex.status,
+                    log.display()
+                ));
+                eprintln!("chaos: {} exited by itself with {}", ex.name, ex.status);
+                self.restarts.push((now_ms() + 500, ex.role, None));
+            }
+        }
+    }
+
+    fn start_due(&mut self) -> anyhow::Result<()> {
+        let now = now_ms();
+        let thaw: Vec<_> = self.thaws.iter().filter(|t| t.0 <= now).cloned().collect();
+        self.thaws.retain(|t| t.0 > now);
+        for (_, name) in thaw {
+            // It may have been killed meanwhile.
+            if self.fleet.signal(&name, "CONT").is_ok() {
+                eprintln!("chaos: thawed {name} (SIGCONT)");
+            }
+        }
+        let due: Vec<_> = self
+            .restarts
+            .iter()
+            .filter(|r| r.0 <= now)
+            .cloned()
+            .collect();
+        self.restarts.retain(|r| r.0 > now);
+        for (_, role, hook) in due {
+            let name = self.fleet.start(role, hook)?;
+            match hook {
+                Some(n) => eprintln!("chaos: started {name} (aborts after upsert {n})"),
+                None => eprintln!("chaos: started {name}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn fault(&mut self, f: Fault, producer: &mut ProducerHandle) -> anyhow::Result<()> {
+        let term = Duration::from_secs(30);
+        match f {
+            Fault::KillAnalytics => {
+                let running = self.fleet.running(Role::Analytics);
+                let Some(victim) = running.choose(&mut self.rng).cloned() else {
+                    self.tally.skipped_faults += 1;
+                    return Ok(());
+                };
+                self.fleet.kill(&victim).await?;
+                let at = now_ms() + self.rng.gen_range(0..3000);
+                eprintln!("chaos: kill -9 {victim}");
+                self.restarts.push((at, Role::Analytics, None));
+            }
+            Fault::JoinAnalytics => {
+                let name = self.fleet.start(Role::Analytics, None)?;
+                eprintln!("chaos: {name} joins the group");
+            }
+            Fault::LeaveAnalytics => {
+                if self.fleet.running(Role::Analytics).len() < 2 {
+                    let name = self.fleet.start(Role::Analytics, None)?;
+                    eprintln!("chaos: {name} joins the group (so another can leave)");
+                }
+                // One that has finished starting: SIGTERM in its first milliseconds, before
+                // the runtime installs handlers, would kill any process.
+                let mut running = self
+                    .fleet
+                    .running_for(Role::Analytics, Duration::from_secs(1));
+                if running.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    running = self
+                        .fleet
+                        .running_for(Role::Analytics, Duration::from_secs(1));
+                }
+                // A frozen process cannot act on SIGTERM until it is thawed.
+                running.retain(|n| !self.thaws.iter().any(|(_, f)| f == n));
+                if let Some(victim) = running.choose(&mut self.rng).cloned() {
+                    let clean = self.fleet.terminate(&victim, term).await?;
+                    eprintln!("chaos: {victim} left the group (SIGTERM; clean: {clean})");
+                }
+            }
+            Fault::KillBookstore => {
+                let running = self.fleet.running(Role::Bookstore);
+                let Some(victim) = running.first().cloned() else {
+                    self.tally.skipped_faults += 1;
+                    return Ok(());
+                };
+                self.fleet.kill(&victim).await?;
+                eprintln!("chaos: kill -9 {victim}");
+                let hook = self.hook();
+                let at = now_ms() + self.rng.gen_range(300..2000);
+                self.restarts.push((at, Role::Bookstore, hook));
+            }
+            Fault::FreezeAnalytics => {
+                let running = self.fleet.running(Role::Analytics);
+                let frozen: Vec<&String> = self.thaws.iter().map(|(_, n)| n).collect();
+                let candidates: Vec<String> = running
+                    .into_iter()
+                    .filter(|n| !frozen.contains(&n))
+                    .collect();
+                let Some(victim) = candidates.choose(&mut self.rng).cloned() else {
+                    self.tally.skipped_faults += 1;
+                    return Ok(());
+                };
+                self.fleet.signal(&victim, "STOP")?;
+                // Past the broker's 10 s session: the group moves its partitions meanwhile.
+                let at = now_ms() + self.rng.gen_range(12_000..15_000);
+                self.thaws.push((at, victim.clone()));
+                self.tally.freezes += 1;
+                eprintln!("chaos: froze {victim} (SIGSTOP)");
+            }
+            Fault::DropDbConnections => {
+                let killed = drop_connections(&self.opts.database_url, &self.app_name).await?;
+                self.tally.db_drops += 1;
+                self.tally.db_connections_killed += killed;
+                eprintln!("chaos: terminated {killed} PostgreSQL connections of the bookstore");
+            }
+            Fault::RestartBroker => {
+                let Some(script) = self.opts.kafka_local.clone() else {
+                    self.tally.skipped_faults += 1;
+                    return Ok(());
+                };
+                producer.pause().await?;
+                eprintln!("chaos: restarting the broker (producer paused)");
+                let t = Instant::now();
+                kafka_local(&script, "stop").await?;
+                kafka_local(&script, "start").await?;
+                // `start` returns once the broker listens; its partitions get leaders a
+                // little later. Events stamped before then would reach their windows late.
+                wait_for_leaders(&self.opts.kafka_bootstrap, &self.prefix).await?;
+                producer.resume();
+                self.tally.broker_restarts += 1;
+                eprintln!("chaos: broker back after {:.1}s", t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&self, started: Instant, producer: &ProducerHandle) {
+        let c = &self.fleet.counters;
+        eprintln!(
+            "chaos: +{:>4}s plan {:>4}s, {} records | analytics up {} (kills {}, stops {}) | bookstore up {} (kills {}, aborts {}) | broker restarts {}",
+            started.elapsed().as_secs(),
+            producer.progress.plan_ms.load(Ordering::Relaxed) / 1000,
+            producer.progress.records.load(Ordering::Relaxed),
+            self.fleet.running(Role::Analytics).len(),
+            c.analytics_killed,
+            c.analytics_stopped,
+            self.fleet.running(Role::Bookstore).len(),
+            c.bookstore_killed,
+            self.tally.bookstore_aborts,
+            self.tally.broker_restarts,
+        );
+    }
+}
+
+/// Waits until every partition of the run's topics answers a ListOffsets request, which
+/// only its leader does.
+async fn wait_for_leaders(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
+    use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
+    let give_up = Instant::now() + Duration::from_secs(90);
+    let attempt = Duration::from_secs(3);
+    let backoff = rskafka::BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        base: 2.0,
+        deadline: Some(attempt),
+    };
+    let client = loop {
+        let built = rskafka::client::ClientBuilder::new(vec![bootstrap.to_string()])
+            .backoff_config(backoff.clone())
+            .build();
+        match tokio::time::timeout(attempt, built).await {
+            Ok(Ok(c)) => break c,
+            _ if Instant::now() > give_up => bail!("the broker at {bootstrap} did not come back"),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    for topic in Topic::ALL {
+        for p in 0..topic.partitions() {
+            let name = format!("{prefix}{}", topic.name());
+            loop {
+                let ready = async {
+                    let pc = client
+                        .partition_client(name.clone(), p, UnknownTopicHandling::Retry)
+                        .await?;
+                    pc.get_offset(OffsetAt::Latest).await
+                };
+                match tokio::time::timeout(attempt, ready).await {
+                    Ok(Ok(_)) => break,
+                    _ if Instant::now() > give_up => {
+                        bail!("{name}/{p} has no leader 90 s after the broker restarted")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Terminates the PostgreSQL sessions named `app` again and again for 3 s, so statements
+/// in flight fail; returns how many were terminated.
+async fn drop_connections(url: &str, app: &str) -> anyhow::Result<u64> {
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let db = Database::connect(url).await?;
+    let sql = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        [app.into()],
+    );
+    let mut killed = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        killed += db.query_all(sql.clone()).await?.len() as u64;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await?;
+    Ok(killed)
+}
+
+/// Runs `scripts/kafka-local <cmd>`.
+async fn kafka_local(script: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
+    let script = script.to_path_buf();
+    let c = cmd.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || std::process::Command::new(&script).arg(&c).output())
+            .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "scripts/kafka-local {cmd} failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// Whether `scripts/kafka-local` runs the broker at `bootstrap`, so the run may restart it.
+async fn restartable(script: &std::path::Path, bootstrap: &str) -> Result<(), String> {
+    match kafka_local(script, "status").await {
+        Ok(s) if s.contains(bootstrap.trim()) => Ok(()),
+        Ok(s) => Err(format!(
+            "scripts/kafka-local runs a broker elsewhere ({})",
+            s.trim()
+        )),
+        Err(e) => Err(format!(
+            "scripts/kafka-local does not run the broker at {bootstrap}: {e}"
+        )),
+    }
+}
+
+/// The outcome of a run.
+pub struct Outcome {
+    pub passed: bool,
+}
+
+/// Runs the chaos suite and prints its summary.
+pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let profile = opts.profile.clone();
+    let run_id = format!(
+        "chaos-{}-{:08x}",
+        opts.seed,
+        rand::thread_rng().gen::<u32>()
+    );
+    let log_dir = opts.work_dir.join(&run_id);
+    eprintln!(
+        "chaos: run {run_id}: {} profile, seed {} (repeat the workload with --seed {}); logs in {}",
+        profile.name,
+        opts.seed,
+        opts.seed,
+        log_dir.display()
+    );
+    let window_ms = WINDOW.as_millis() as i64;
+    let grace_ms = GRACE.as_millis() as i64;
+
+    let mut tally = Tally::default();
+    if let Some(script) = &opts.kafka_local {
+        if let Err(why) = restartable(script, &opts.kafka_bootstrap).await {
+            tally.broker_restart_note = Some(why);
+            opts.kafka_local = None;
+        }
+    } else {
+        tally.broker_restart_note = Some("disabled by --no-broker-restart".into());
+    }
+
+    // A schema and topics of the run's own.
+    let schema_url = folio_sql::fresh_schema_url(&opts.database_url)
+        .await
+        .context(
+            "creating a fresh PostgreSQL schema (is DATABASE_URL a postgres:// URL that answers?)",
+        )?;
+    let store = folio_sql::connect(&schema_url).await?;
+    let wcfg = WorkloadConfig {
+        seed: opts.seed,
+        window_ms,
+        grace_ms,
+        windows: profile.windows,
+        regular_books: profile.regular_books,
+        big_books: profile.big_books,
+        users: profile.users,
+        late_events: profile.late_events,
+        poison_rounds: profile.poison_rounds,
+        duplicate_percent: 5,
+    };
+    let mut refs = Vec::new();
+    let mut books = Vec::new();
+    for b in catalog(&wcfg) {
+        let draft = BookDraft::new(
+            &b.title,
+            &b.author,
+            &b.genre,
+            "",
+            b.price_cents,
+            "USD",
+            usd(),
+        )?;
+        let created = BookRepository::create(&store, draft, chrono::Utc::now()).await?;
+        refs.push(BookRef {
+            id: created.id,
+            role: b.role,
+            price_cents: b.price_cents,
+        });
+        books.push(CatalogBook {
+            id: created.id,
+            title: b.title,
+            genre: b.genre,
+            role: b.role,
+        });
+    }
+    let prefix = format!("{run_id}.");
+    let mut kcfg = KafkaConfig::new(&opts.kafka_bootstrap);
+    kcfg.topic_prefix = prefix.clone();
+    kcfg.group_prefix = prefix.clone();
+    let bus = KafkaBus::connect(kcfg)
+        .await
+        .with_context(|| format!("connecting to Kafka at {}", opts.kafka_bootstrap))?;
+    bus.provision().await?;
+    let plan = Arc::new(Plan::generate(&wcfg, &refs));
+
+    // The bookstore names its sessions, so only they are terminated.
+    let app_name = format!("{run_id}-bookstore");
+    let bookstore_url = format!("{schema_url}&application_name={app_name}");
+    let env: Vec<(String, String)> = [
+        ("KAFKA_BOOTSTRAP", opts.kafka_bootstrap.as_str()),
+        ("FOLIO_TOPIC_PREFIX", prefix.as_str()),
+        ("FOLIO_GROUP_PREFIX", prefix.as_str()),
+        ("DATABASE_URL", bookstore_url.as_str()),
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("ANALYTICS_WINDOW", "2s"),
+        ("ANALYTICS_GRACE", "4s"),
+        ("FOLIO_ADMIN_EMAIL", "admin@chaos.folio"),
+        ("FOLIO_ADMIN_PASSWORD", "chaos-admin-password"),
+        ("FOLIO_TOKEN_SECRET", "chaos-token-secret-of-some-length"),
+        ("RUST_LOG", "info,rskafka=warn"),
+        ("NO_COLOR", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let fleet = Fleet::new(&opts.bin_dir, &log_dir, env)?;
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0xfa17);
+    let faults = schedule(&profile, plan.traffic_ms, &mut rng);
+    let mut d = Driver {
+        prefix: prefix.clone(),
+        app_name: app_name.clone(),
+        aborts_left: profile.bookstore_aborts,
+        opts: opts.clone(),
+        fleet,
+        rng,
+        tally,
+        restarts: Vec::new(),
+        thaws: Vec::new(),
+    };
+    let hook = d.hook();
+    d.fleet.start(Role::Bookstore, hook)?;
+    d.fleet.start(Role::Analytics, None)?;
+    d.fleet.start(Role::Analytics, None)?;
+
+    // Traffic, with faults.
+    let t0 = (now_ms() + 3000).div_euclid(window_ms) * window_ms + window_ms;
+    let mut prod = producer::spawn(bus.publisher(), plan.clone(), t0, window_ms);
+    let mut next_fault = 0;
+    let mut last_progress = Instant::now();
+    while !prod.is_done()
+        || next_fault < faults.len()
+        || !d.restarts.is_empty()
+        || !d.thaws.is_empty()
+    {
+        d.reap();
+        d.start_due()?;
+        if let Some(&(at, f)) = faults.get(next_fault) {
+            if now_ms() >= prod.wall_ms(at) {
+                next_fault += 1;
+                d.fault(f, &mut prod).await?;
+            }
+        }
+        if prod.task.is_finished() && !prod.is_done() {
+            break;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            d.progress(started, &prod);
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = prod.task.await.context("the producer panicked")??;
+
+    // Heal: a bookstore and an analytics instance must run for the last windows.
+    if d.fleet.running(Role::Bookstore).is_empty() {
+        d.fleet.start(Role::Bookstore, None)?;
+    }
+    if d.fleet.running(Role::Analytics).is_empty() {
+        d.fleet.start(Role::Analytics, None)?;
+    }
+
+    // The quiet period: every window closes on idleness (end + grace), then is stored.
+    let mut expected = Expected::new(window_ms);
+    for e in log.events.iter().flatten() {
+        expected.add(e);
+    }
+    let quiet_until = log.last_event_ms + window_ms + grace_ms + 1500;
+    eprintln!("chaos: traffic done; quiet period, then waiting for the figures to settle");
+    while now_ms() < quiet_until {
+        d.reap();
+        d.start_due()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settle_until = Instant::now() + profile.settle;
+    let mut report;
+    loop {
+        d.reap();
+        d.start_due()?;
+        report = compare(&store, &expected, &books, &plan, &log, None).await?;
+        if report.diffs.is_empty() || Instant::now() >= settle_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // Dead letters, then the final comparison.
+    let dead: Vec<DeadRecord> =
+        read_dead_letters(&bus, "chaos-dlq-reader", Duration::from_secs(60)).await?;
+    let report = if report.diffs.is_empty() {
+        compare(&store, &expected, &books, &plan, &log, Some(&dead)).await?
+    } else {
+        let mut final_report = compare(&store, &expected, &books, &plan, &log, Some(&dead)).await?;
+        final_report.diff_cells = report.diff_cells;
+        final_report
+    };
+    if !report.diffs.is_empty() {
+        diagnose(&bus, &expected, &report).await;
+    }
+
+    // Clean shutdown of everything the run started.
+    d.reap();
+    d.fleet.stop_all(Duration::from_secs(30)).await?;
+    summary(&opts, &plan, &log, &d, &report, started);
+    let passed = report.diffs.is_empty()
+        && d.tally.unexpected_exits.is_empty()
+        && d.fleet.counters.unclean_stops.is_empty();
+    Ok(Outcome { passed })
+}
+
+/// Prints the aggregates behind the first differing cells, next to the expected count per
+/// source partition.
+async fn diagnose(bus: &KafkaBus, expected: &Expected, report: &Report) {
+    let cells: Vec<_> = report.diff_cells.iter().take(5).copied().collect();
+    if cells.is_empty() {
+        return;
+    }
+    let mut by_window: BTreeMap<i64, usize> = BTreeMap::new();
+    for (_, w) in &report.diff_cells {
+        *by_window.entry(*w).or_default() += 1;
+    }
+    println!("books with differences, per window:");
+    for (w, n) in &by_window {
+        println!("  {}: {n}", super::workload::at_ms(*w));
+    }
+    let records = match read_topic(
+        bus,
+        "chaos-diagnose",
+        Topic::AggregatedStats,
+        Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chaos: cannot read the aggregates to explain the differences: {e}");
+            return;
+        }
+    };
+    let mut found: BTreeMap<(i64, i64), Vec<Aggregate>> = BTreeMap::new();
+    for (_, r) in &records {
+        if let Ok(a) = Aggregate::decode(&r.value) {
+            let key = (a.book_id.get(), a.window_start.timestamp_millis());
+            if cells.contains(&key) {
+                found.entry(key).or_default().push(a);
+            }
+        }
+    }
+    for (book, w) in cells {
+        println!(
+            "aggregates published for book {book}, window {}:",
+            super::workload::at_ms(w)
+        );
+        for ((b, ww, topic, p), n) in &expected.sources {
+            if *b == book && *ww == w {
+                println!("  expected {topic}/{p}: {n} events");
+            }
+        }
+        for a in found.get(&(book, w)).into_iter().flatten() {
+            println!(
+                "  published {}/{} offsets [{}, {}): {} events",
+                a.source.topic,
+                a.source.partition,
+                a.source.first_offset,
+                a.source.next_offset,
+                a.figures.events
+            );
+        }
+    }
+}
+
+fn summary(
+    opts: &Options,
+    plan: &Plan,
+    log: &ProducerLog,
+    d: &Driver,
+    report: &Report,
+    started: Instant,
+) {
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in log.events.iter().flatten() {
+        *by_kind.entry(e.type_name()).or_default() += 1;
+    }
+    let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let (starts, last_ms) = plan.edges();
+    let c = &d.fleet.counters;
+    let poison_sent = log.poison_sent.iter().filter(|s| **s).count();
+    let late_sent = log.late.iter().flatten().count();
+    println!();
+    println!(
+        "chaos summary ({} run, seed {})",
+        opts.profile.name, opts.seed
+    );
+    println!(
+        "  events produced      {} ({})",
+        log.events.iter().flatten().count(),
+        kinds.join(", ")
+    );
+    println!(
+        "  window-edge events   {} at a window's start, {} at its end - 1 ms",
+        starts, last_ms
+    );
+    println!(
+        "  duplicates injected  {} (same event_id, up to 1.5 s later); re-sent after failed flushes {}",
+        log.duplicates, log.resends
+    );
+    println!(
+        "  poison records       {} (dead-lettered {}, lost {}, dead-lettered more than once {})",
+        poison_sent, report.dlq.poison_found, report.dlq.poison_lost, report.dlq.poison_repeated
+    );
+    println!(
+        "  late events          {} (dead-lettered {}, counted {}, vanished {})",
+        late_sent, report.late_dead, report.late_counted, report.late_vanished
+    );
+    let mut li = 0;
+    for (i, e) in log.late.iter().enumerate() {
+        let (Some(e), Some(outcome)) = (e, report.late_outcomes.get(li)) else {
+            continue;
+        };
+        li += 1;
+        let topic = e.topic();
+        let p =
+            folio_domain::partitioner::partition_for_key(e.key().as_bytes(), topic.partitions());
+        println!(
+            "    late #{i}: {} on {topic}/{p} at {}, sent {} s after: {outcome}",
+            e.type_name(),
+            e.occurred_at()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            (plan
+                .items
+                .iter()
+                .find(|it| it.what == super::workload::What::Late(i))
+                .map_or(0, |it| it.send_at)
+                - plan.late[i].at) as f64
+                / 1000.0,
+        );
+    }
+    println!(
+        "  dead letters read    {} (late duplicate deliveries among them {})",
+        report.dlq.records, report.dlq.duplicates_late
+    );
+    println!("  analytics kills      {} (kill -9)", c.analytics_killed);
+    println!(
+        "  bookstore kills      {} (kill -9 {}, abort between upsert and commit {})",
+        c.bookstore_killed + d.tally.bookstore_aborts,
+        c.bookstore_killed,
+        d.tally.bookstore_aborts
+    );
+    println!(
+        "  rebalances           analytics instances started {}, stopped with SIGTERM {} (incl. final stop)",
+        c.analytics_started, c.analytics_stopped
+    );
+    match &d.tally.broker_restart_note {
+        Some(note) => println!(
+            "  broker restarts      {} ({note})",
+            d.tally.broker_restarts
+        ),
+        None => println!(
+            "  broker restarts      {} (producer paused {} times, schedule moved {} ms)",
+            d.tally.broker_restarts, log.pauses, log.shift_ms
+        ),
+    }
+    println!(
+        "  analytics freezes    {} (SIGSTOP past the group session, SIGCONT 12-15 s later)",
+        d.tally.freezes
+    );
+    println!(
+        "  database drops       {} (bookstore sessions terminated {})",
+        d.tally.db_drops, d.tally.db_connections_killed
+    );
+    println!(
+        "  producer             longest event-to-ack delay {} ms, failed flushes {}",
+        log.max_lag_ms, log.flush_failures
+    );
+    println!(
+        "  compared             {} windows, {} book-windows, {} figures",
+        report.windows, report.book_windows, report.figures
+    );
+    for e in &d.tally.unexpected_exits {
+        println!("  UNEXPECTED EXIT      {e}");
+    }
+    for (name, what) in &c.unclean_stops {
+        println!("  UNCLEAN STOP         {name}: {what}");
+    }
+    println!("  differences          {}", report.diffs.len());
+    for diff in report.diffs.iter().take(opts.max_diffs) {
+        println!("    {diff}");
+    }
+    if report.diffs.len() > opts.max_diffs {
+        println!("    ... and {} more", report.diffs.len() - opts.max_diffs);
+    }
+    println!(
+        "  wall time            {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
