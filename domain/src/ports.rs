@@ -144,6 +144,16 @@ pub trait GroupConsumer: Send {
     async fn commit(&mut self, offsets: &[OffsetCommit]) -> Result<()>;
     /// Leaves the group so the partitions move at once rather than after a timeout.
     async fn leave(&mut self) -> Result<()>;
+    /// The high watermark of each of `partitions`, asked of the bus now, not remembered:
+    /// every record appended before this call has an offset below it. The analytics
+    /// worker confirms with it that a partition has really caught up before it closes a
+    /// window on idleness; what a batch or [`ConsumerEvent::Idle`] said may be stale (a
+    /// paused process, a slow fetch, a broker outage). Partitions the bus cannot answer
+    /// for are left out; [`Error::Unavailable`] when it cannot answer at all.
+    async fn high_watermarks(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>>;
 }
 
 /// A bus: where records are published and consumer groups are joined. The composition root

@@ -144,6 +144,8 @@ pub struct KafkaGroupConsumer {
     offsets: Option<BrokerConnection>,
     settings: ConnectSettings,
     left: bool,
+    /// Partition clients for `high_watermarks`, by partition.
+    watermarks: HashMap<TopicPartition, Arc<PartitionClient>>,
 }
 
 impl std::fmt::Debug for KafkaGroupConsumer {
@@ -216,6 +218,7 @@ impl KafkaGroupConsumer {
             offsets: None,
             settings,
             left: false,
+            watermarks: HashMap::new(),
         })
     }
 
@@ -697,6 +700,54 @@ impl GroupConsumer for KafkaGroupConsumer {
                 self.membership.group
             ))),
         }
+    }
+
+    /// Asks each partition's leader now (ListOffsets, latest); a partition without a
+    /// leader makes the whole call fail, as a partial answer confirms nothing useful.
+    async fn high_watermarks(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        // Short of the request deadline: the worker only asks to close idle windows, and
+        // can ask again at its next step.
+        let limit = self.client.cfg.fetch_max_wait + Duration::from_secs(5);
+        let mut out = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            let pc = match self.watermarks.get(tp) {
+                Some(pc) => pc.clone(),
+                None => {
+                    let name = self.client.cfg.topic_name(tp.topic);
+                    let pc = tokio::time::timeout(
+                        limit,
+                        self.client.rs.partition_client(
+                            name,
+                            tp.partition,
+                            UnknownTopicHandling::Retry,
+                        ),
+                    )
+                    .await
+                    .map_err(|_| unavailable(format!("no leader for {tp} within {limit:?}")))?
+                    .map_err(|e| from_rskafka("partition leader", e))?;
+                    let pc = Arc::new(pc);
+                    self.watermarks.insert(*tp, pc.clone());
+                    pc
+                }
+            };
+            match tokio::time::timeout(limit, pc.get_offset(OffsetAt::Latest)).await {
+                Ok(Ok(hw)) => out.push((*tp, hw)),
+                Ok(Err(e)) => {
+                    self.watermarks.remove(tp);
+                    return Err(from_rskafka("list offsets", e));
+                }
+                Err(_) => {
+                    self.watermarks.remove(tp);
+                    return Err(unavailable(format!(
+                        "the high watermark of {tp} took longer than {limit:?}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

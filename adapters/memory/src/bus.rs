@@ -379,6 +379,17 @@ impl GroupConsumer for MemoryConsumer {
         }
         Ok(())
     }
+
+    async fn high_watermarks(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        let st = self.bus.lock();
+        Ok(partitions
+            .iter()
+            .map(|tp| (*tp, st.logs.get(tp).map_or(0, PartitionLog::end_offset)))
+            .collect())
+    }
 }
 
 impl Drop for MemoryConsumer {

@@ -367,3 +367,43 @@ async fn a_failed_upsert_is_retried_before_anything_later_is_committed() {
         .len() as i64;
     assert!(committed.is_none_or(|c| c <= end));
 }
+
+/// Found by the chaos suite (an analytics instance frozen with SIGSTOP): views appended on
+/// time while the worker was paused must be read before their window closes on idleness,
+/// however far the clock moved meanwhile. Before the fix, the first batch after the pause
+/// (of another partition) let every partition close its windows on the "caught up" it had
+/// before the pause, and the views still unread were dead-lettered as late.
+#[tokio::test(start_paused = true)]
+async fn a_paused_worker_reads_what_arrived_meanwhile_before_closing_on_idleness() {
+    let p = Pipeline::new();
+    let mut worker = p.worker();
+    let mut ingest = p.ingest();
+    let part =
+        |book: i64| folio_domain::partitioner::partition_for_key(book.to_string().as_bytes(), 3);
+    let other = (1..100)
+        .find(|b| part(*b) != part(7))
+        .expect("a book on another partition");
+    p.publish(&[view(1, 1_000, 7, Some(1)), view(2, 1_000, other, Some(1))])
+        .await;
+    p.settle(&mut worker, &mut ingest).await;
+    // The worker pauses; two on-time views arrive; the clock passes end + grace.
+    p.publish(&[view(3, 2_000, 7, Some(2)), view(4, 2_000, other, Some(2))])
+        .await;
+    p.clock.advance(Duration::from_secs(66));
+    p.settle(&mut worker, &mut ingest).await;
+    for book in [7, other] {
+        let f = p
+            .store
+            .book(BookId(book), TimeRange::ALL)
+            .await
+            .expect("stats")
+            .figures;
+        assert_eq!((f.views, f.unique_viewers), (2, 2), "book {book}");
+    }
+    assert!(
+        p.bus
+            .records(TopicPartition::new(Topic::DeadLetters, 0))
+            .is_empty(),
+        "nothing on time is dead-lettered"
+    );
+}

@@ -150,6 +150,13 @@ where
     Ok((took[runs / 2], took[p95]))
 }
 
+/// The machine is shared: the load average says how much else ran during a measurement.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
@@ -166,6 +173,7 @@ async fn measure(
         Some(end - TimeDelta::days(7) + TimeDelta::minutes(13)),
         None,
     )?;
+    println!("load average before: {}\n", load());
     println!("| query | median ms | p95 ms | result |");
     println!("|---|---:|---:|---|");
 
@@ -237,6 +245,7 @@ async fn measure(
         ms(m),
         ms(p)
     );
+    println!("\nload average after: {}", load());
     Ok(())
 }
 

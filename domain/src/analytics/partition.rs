@@ -11,7 +11,11 @@
 //!   closed window below that position was already counted and is skipped; one at or past
 //!   it is late.
 //! - Windows close in order of end time: once stream time (the largest event time seen) is
-//!   past a window's end plus grace, or once the partition has caught up and the clock is.
+//!   past a window's end plus grace, or once the clock is and the bus has confirmed, when
+//!   asked after that instant, that every record of the partition has been read.
+//!   A batch or an idle poll only hints that the partition has caught up: the hint can be
+//!   stale (a paused process, a slow fetch, a broker outage), and a window closed on it
+//!   would turn on-time records still unread into late ones.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,7 +74,11 @@ pub struct PartitionWindows {
     horizon_ms: Option<i64>,
     closed: Vec<(i64, i64)>,
     position: i64,
+    /// The last batch or idle poll said the partition had caught up (a hint).
     caught_up: bool,
+    /// Every record appended before this instant (ms) has been read: confirmed with the
+    /// bus's high watermark, asked at that instant.
+    confirmed_ms: Option<i64>,
     dirty: bool,
 }
 
@@ -90,6 +98,7 @@ impl PartitionWindows {
             closed: cp.closed,
             position: committed.map_or(0, |c| c.offset),
             caught_up: false,
+            confirmed_ms: None,
             dirty: false,
         }
     }
@@ -143,16 +152,48 @@ impl PartitionWindows {
         }
     }
 
-    /// Records whether the partition has caught up with its high watermark.
+    /// Records a hint that the partition has (or has not) caught up, as an idle poll says.
     pub fn set_caught_up(&mut self, caught_up: bool) {
         self.caught_up = caught_up;
     }
 
+    /// Records the high watermark a batch came with: a hint, as the batch may be old.
     pub fn caught_up_with(&mut self, high_watermark: i64) {
         self.caught_up = self.position >= high_watermark;
     }
 
-    /// Closes every window that is due at `now_ms` and returns its aggregates, one per book.
+    /// Whether a window is due on idleness at `now_ms` but waits for the bus to confirm
+    /// that the partition has caught up (see [`PartitionWindows::confirm_caught_up`]).
+    pub fn needs_confirmation(&self, now_ms: i64) -> bool {
+        let Some((&start, _)) = self.open.first_key_value() else {
+            return false;
+        };
+        let closes_at = self.spec.closes_at(Window {
+            start_ms: start,
+            end_ms: start + self.spec.length_ms(),
+        });
+        let by_stream = self.stream_ms.is_some_and(|s| s >= closes_at);
+        self.caught_up
+            && !by_stream
+            && now_ms >= closes_at
+            && self.confirmed_ms.is_none_or(|c| c < closes_at)
+    }
+
+    /// The bus's high watermark, asked at `as_of_ms`: when every record below it has been
+    /// read, every record appended before `as_of_ms` has, and windows closing by then may
+    /// close on idleness.
+    pub fn confirm_caught_up(&mut self, as_of_ms: i64, high_watermark: i64) {
+        if self.position >= high_watermark {
+            self.caught_up = true;
+            self.confirmed_ms = Some(self.confirmed_ms.map_or(as_of_ms, |c| c.max(as_of_ms)));
+        } else {
+            self.caught_up = false;
+        }
+    }
+
+    /// Closes every window that is due at `now_ms` and returns its aggregates, one per book:
+    /// by stream time, or on idleness once [`PartitionWindows::confirm_caught_up`] has
+    /// confirmed, as of its closing time or later, that nothing of it is left to read.
     pub fn close_due(&mut self, now_ms: i64) -> Vec<Aggregate> {
         let mut out = Vec::new();
         while let Some((&start, _)) = self.open.first_key_value() {
@@ -162,7 +203,7 @@ impl PartitionWindows {
             };
             let closes_at = self.spec.closes_at(window);
             let by_stream = self.stream_ms.is_some_and(|s| s >= closes_at);
-            let by_idle = self.caught_up && now_ms >= closes_at;
+            let by_idle = now_ms >= closes_at && self.confirmed_ms.is_some_and(|c| c >= closes_at);
             if !(by_stream || by_idle) {
                 break;
             }

@@ -298,6 +298,7 @@ impl AnalyticsWorker {
 
     async fn close_and_commit(&mut self) -> Result<()> {
         let now = self.clock.now().timestamp_millis();
+        self.confirm_idle(now).await;
         let mut open = 0;
         for p in self.partitions.values_mut() {
             let closed = p.close_due(now);
@@ -330,6 +331,34 @@ impl AnalyticsWorker {
             }
         }
         Ok(())
+    }
+
+    /// Asks the bus, at `now`, for the high watermarks of the partitions whose windows are
+    /// due on idleness, so they close only if nothing appended before `now` is left unread.
+    /// The hint from earlier batches or idle polls may be stale: after a pause of this
+    /// process, a slow fetch or a broker outage, records appended on time may still be on
+    /// their way, and closing on the hint would dead-letter them as late.
+    async fn confirm_idle(&mut self, now: i64) {
+        let due: Vec<TopicPartition> = self
+            .partitions
+            .values()
+            .filter(|p| p.needs_confirmation(now))
+            .map(|p| p.partition())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.consumer.high_watermarks(&due).await {
+            Ok(marks) => {
+                for (tp, hw) in marks {
+                    if let Some(p) = self.partitions.get_mut(&tp) {
+                        p.confirm_caught_up(now, hw);
+                    }
+                }
+            }
+            // Nothing closes on idleness this time; the next step asks again.
+            Err(e) => debug!(error = %e, "high watermarks unavailable; idle windows wait"),
+        }
     }
 
     async fn flush_pending(&mut self) -> Result<()> {

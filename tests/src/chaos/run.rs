@@ -796,6 +796,10 @@ fn summary(
             continue;
         };
         li += 1;
+        // Long runs list only the events that did not simply go to the dead letters.
+        if log.late.len() > 10 && *outcome == "dead-lettered" {
+            continue;
+        }
         let topic = e.topic();
         let p =
             folio_domain::partitioner::partition_for_key(e.key().as_bytes(), topic.partitions());

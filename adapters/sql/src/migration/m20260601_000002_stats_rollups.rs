@@ -104,7 +104,7 @@ fn rollup_table(table: StatsTable) -> TableCreateStatement {
 /// Sketch blobs are rewritten whenever their bucket changes, and a dense one is 16 KiB.
 /// PostgreSQL compresses such values with pglz by default, which made rewriting the
 /// all-time rollups of 200 books take ~190 ms per upsert; lz4 takes a seventh of that
-/// and still halves them. A server built without lz4 stores them uncompressed instead,
+/// and still stores them 40% smaller. A server built without lz4 stores them uncompressed instead,
 /// which is as fast.
 async fn fast_sketch_storage(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     let db = manager.get_connection();

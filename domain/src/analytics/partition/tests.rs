@@ -93,7 +93,19 @@ fn an_idle_partition_closes_its_windows_by_the_clock() {
     let mut p = PartitionWindows::resume(tp(Topic::BookViews), spec(), None);
     p.ingest(0, &view(1, 1_000, 7, Some(1)));
     p.caught_up_with(1);
-    assert!(p.close_due(64_999).is_empty(), "not before end + grace");
+    assert!(!p.needs_confirmation(64_999), "not before end + grace");
+    assert!(p.needs_confirmation(65_000));
+    assert!(
+        p.close_due(65_000).is_empty(),
+        "a hint alone closes nothing"
+    );
+    p.confirm_caught_up(64_999, 1);
+    assert!(
+        p.close_due(65_000).is_empty(),
+        "confirmed only as of before end + grace"
+    );
+    p.confirm_caught_up(65_000, 1);
+    assert!(!p.needs_confirmation(65_000));
     let out = p.close_due(65_000);
     assert_eq!(out.len(), 1);
     assert_eq!(p.commit_offset(), 1);
@@ -105,6 +117,7 @@ fn a_partition_that_is_behind_does_not_close_by_the_clock() {
     let mut p = PartitionWindows::resume(tp(Topic::BookViews), spec(), None);
     p.ingest(0, &view(1, 1_000, 7, Some(1)));
     p.caught_up_with(100);
+    p.confirm_caught_up(10 * MIN, 100);
     assert!(
         p.close_due(10 * MIN).is_empty(),
         "a backlog must not be judged by the wall clock"
@@ -138,7 +151,7 @@ fn a_duplicate_event_id_counts_once() {
         Ingested::Duplicate
     );
     assert_eq!(p.ingest(2, &purchase(2, 2_000, 7, 4, 1)), Ingested::Counted);
-    p.caught_up_with(3);
+    p.confirm_caught_up(MIN + 5_000, 3);
     let out = p.close_due(MIN + 5_000);
     assert_eq!(out[0].figures.events, 2);
     assert_eq!(
@@ -161,7 +174,7 @@ fn a_second_currency_is_rejected_not_summed() {
         price: Money::new(700, Currency::parse("EUR").expect("valid")),
     };
     assert!(matches!(p.ingest(1, &eur), Ingested::Rejected(_)));
-    p.caught_up_with(2);
+    p.confirm_caught_up(MIN + 5_000, 2);
     let out = p.close_due(MIN + 5_000);
     assert_eq!(
         (out[0].figures.events, out[0].figures.revenue_cents),
@@ -175,7 +188,7 @@ fn a_rating_update_replaces_its_old_value() {
     p.ingest(0, &rating(1, 1_000, 7, 1, 2, None));
     p.ingest(1, &rating(2, 2_000, 7, 2, 5, None));
     p.ingest(2, &rating(3, 3_000, 7, 1, 4, Some(2)));
-    p.caught_up_with(3);
+    p.confirm_caught_up(MIN + 5_000, 3);
     let f = &p.close_due(MIN + 5_000)[0].figures;
     assert_eq!((f.ratings_created, f.ratings_updated), (2, 1));
     // Current ratings: user 1 → 4, user 2 → 5.
@@ -223,10 +236,41 @@ fn a_new_owner_resumes_from_the_checkpoint_and_publishes_the_same_figures() {
         ]
     );
     // Both owners publish identical figures for window 1.
-    first.caught_up_with(6);
-    second.caught_up_with(6);
+    first.confirm_caught_up(2 * MIN + 5_000, 6);
+    second.confirm_caught_up(2 * MIN + 5_000, 6);
     let a = first.close_due(2 * MIN + 5_000);
     let b = second.close_due(2 * MIN + 5_000);
     assert_eq!(a, b);
     assert_eq!(a.iter().map(|x| x.figures.events).sum::<u64>(), 3);
+}
+
+/// Found by the chaos suite: an analytics instance frozen (SIGSTOP) while it owned a
+/// partition. It had caught up before the pause; on-time records were appended during it;
+/// after it the clock was past the window's end plus grace, and the window closed on the
+/// old "caught up" before those records were read, which then went to the dead letters as
+/// late. Only the bus's high watermark, asked after the pause, may let it close.
+#[test]
+fn a_stale_caught_up_hint_never_closes_a_window_with_records_unread() {
+    let mut p = PartitionWindows::resume(tp(Topic::BookViews), spec(), None);
+    p.ingest(0, &view(1, 1_000, 7, Some(1)));
+    p.caught_up_with(1); // caught up before the pause
+    let after_pause = 2 * MIN;
+    assert!(
+        p.close_due(after_pause).is_empty(),
+        "the hint is not enough"
+    );
+    assert!(p.needs_confirmation(after_pause));
+    // The bus knows better: offset 1 was appended (on time) during the pause.
+    p.confirm_caught_up(after_pause, 2);
+    assert!(p.close_due(after_pause).is_empty());
+    assert!(
+        !p.needs_confirmation(after_pause),
+        "behind: wait for the records"
+    );
+    assert_eq!(p.ingest(1, &view(2, 2_000, 7, Some(2))), Ingested::Counted);
+    p.caught_up_with(2);
+    p.confirm_caught_up(after_pause + 100, 2);
+    let out = p.close_due(after_pause + 100);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].figures.events, 2);
 }
