@@ -441,6 +441,69 @@ async fn drop_connections(url: &str, app: &str) -> anyhow::Result<u64> {
     Ok(killed)
 }
 
+/// One run at a time per broker, for runs that restart it: a second run would see the
+/// other's restart as an outage nobody announced, and its own events would reach their
+/// windows late. A file in the temporary directory holds the owner's pid.
+struct BrokerLock {
+    path: PathBuf,
+}
+
+impl BrokerLock {
+    async fn acquire(bootstrap: &str) -> anyhow::Result<Self> {
+        use std::io::Write;
+        let name: String = bootstrap
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = std::env::temp_dir().join(format!("folio-chaos-{name}.lock"));
+        let mut told = false;
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id())?;
+                    return Ok(BrokerLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    let fresh = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(10)));
+                    let alive = match holder {
+                        Some(pid) => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                        // Being written right now, or left by a crash long ago.
+                        None => fresh,
+                    };
+                    if !alive {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if !told {
+                        eprintln!(
+                            "chaos: another chaos run (pid {}) is using the broker at {bootstrap}; waiting for it",
+                            holder.map_or("?".to_string(), |p| p.to_string())
+                        );
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+    }
+}
+
+impl Drop for BrokerLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Runs `scripts/kafka-local <cmd>`.
 async fn kafka_local(script: &std::path::Path, cmd: &str) -> anyhow::Result<String> {
     let script = script.to_path_buf();
@@ -507,6 +570,11 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
     } else {
         tally.broker_restart_note = Some("disabled by --no-broker-restart".into());
     }
+
+    let _broker = match &opts.kafka_local {
+        Some(_) => Some(BrokerLock::acquire(&opts.kafka_bootstrap).await?),
+        None => None,
+    };
 
     // A schema and topics of the run's own.
     let schema_url = folio_sql::fresh_schema_url(&opts.database_url)
@@ -854,6 +922,13 @@ fn summary(
         "  producer             longest event-to-ack delay {} ms, failed flushes {}",
         log.max_lag_ms, log.flush_failures
     );
+    let margin = (GRACE.as_millis() as i64) - super::workload::DUPLICATE_DELAY_MAX_MS;
+    if log.max_lag_ms > margin {
+        println!(
+            "  WARNING              the producer's own events took up to {} ms to be acknowledged, more than the {margin} ms the grace leaves after a duplicate's delay: an outage this run did not cause (another run restarting the broker?) can make them late",
+            log.max_lag_ms
+        );
+    }
     println!(
         "  compared             {} windows, {} book-windows, {} figures",
         report.windows, report.book_windows, report.figures
