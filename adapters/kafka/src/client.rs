@@ -13,6 +13,7 @@ use tracing::{info, instrument, warn};
 use crate::config::KafkaConfig;
 use crate::errors::from_rskafka;
 use crate::group::KafkaGroupConsumer;
+use crate::leaders::LeaderWatch;
 use crate::publisher::KafkaPublisher;
 
 /// A connected Kafka client. Cheap to clone; clones share connections.
@@ -20,6 +21,7 @@ use crate::publisher::KafkaPublisher;
 pub struct KafkaClient {
     pub(crate) cfg: Arc<KafkaConfig>,
     pub(crate) rs: Arc<Client>,
+    pub(crate) leaders: Arc<LeaderWatch>,
 }
 
 /// What [`KafkaClient::ensure_topics`] found and did.
@@ -65,6 +67,7 @@ impl KafkaClient {
         Ok(KafkaClient {
             cfg: Arc::new(cfg),
             rs: Arc::new(rs),
+            leaders: Arc::default(),
         })
     }
 

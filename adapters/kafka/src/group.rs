@@ -726,8 +726,12 @@ impl GroupConsumer for KafkaGroupConsumer {
                         ),
                     )
                     .await
-                    .map_err(|_| unavailable(format!("no leader for {tp} within {limit:?}")))?
-                    .map_err(|e| from_rskafka("partition leader", e))?;
+                    .map_err(|_| unavailable(format!("no leader for {tp} within {limit:?}")))
+                    .and_then(|r| r.map_err(|e| from_rskafka("partition leader", e)))
+                    .inspect_err(|_| {
+                        self.client
+                            .leaders_in_doubt("no partition leader for the high watermark")
+                    })?;
                     let pc = Arc::new(pc);
                     self.watermarks.insert(*tp, pc.clone());
                     pc
@@ -737,10 +741,14 @@ impl GroupConsumer for KafkaGroupConsumer {
                 Ok(Ok(hw)) => out.push((*tp, hw)),
                 Ok(Err(e)) => {
                     self.watermarks.remove(tp);
+                    self.client
+                        .leaders_in_doubt("listing a high watermark failed");
                     return Err(from_rskafka("list offsets", e));
                 }
                 Err(_) => {
                     self.watermarks.remove(tp);
+                    self.client
+                        .leaders_in_doubt("listing a high watermark timed out");
                     return Err(unavailable(format!(
                         "the high watermark of {tp} took longer than {limit:?}"
                     )));
@@ -796,6 +804,9 @@ async fn heartbeat_loop(
     let mut backoff = Duration::from_millis(100);
     let mut last_ok: Option<Instant> = None;
     let mut joined = false;
+    // The coordinator could not be reached since the last good heartbeat: the broker may
+    // have restarted, so the leaders cached for fetching may be stale when it answers.
+    let mut outage = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_at) => {}
@@ -835,6 +846,7 @@ async fn heartbeat_loop(
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     warn!(group = %m.group, error = %e, "cannot reach the group coordinator");
+                    outage = true;
                     next_at = now + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -853,6 +865,7 @@ async fn heartbeat_loop(
             Ok(r) => r,
             Err(e) => {
                 warn!(group = %m.group, error = %e, "heartbeat failed");
+                outage = true;
                 conn = None;
                 next_at = now + backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -863,6 +876,9 @@ async fn heartbeat_loop(
             0 => {
                 joined = true;
                 last_ok = Some(now);
+                if std::mem::take(&mut outage) {
+                    client.leaders_in_doubt("the group coordinator answers again");
+                }
                 backoff = Duration::from_millis(100);
                 let interval = Duration::from_millis(
                     u64::try_from(resp.heartbeat_interval_ms)
@@ -1078,6 +1094,7 @@ async fn run_fetcher(
             Ok(pc) => break pc,
             Err(e) => {
                 state.set_error(Some(from_rskafka("partition leader", e).to_string()));
+                client.leaders_in_doubt("no partition leader for a fetcher");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -1085,7 +1102,7 @@ async fn run_fetcher(
     };
     let mut offset = match start {
         Some(o) => o,
-        None => earliest(&pc, &state).await,
+        None => earliest(&client, &pc, &state).await,
     };
     let max_wait = i32::try_from(cfg.fetch_max_wait.as_millis()).unwrap_or(500);
     loop {
@@ -1129,7 +1146,7 @@ async fn run_fetcher(
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
             }) => {
-                let reset = earliest(&pc, &state).await;
+                let reset = earliest(&client, &pc, &state).await;
                 warn!(partition = %tp, offset, reset, "offset out of range; resetting to the earliest offset");
                 offset = reset;
             }
@@ -1137,6 +1154,7 @@ async fn run_fetcher(
                 let e = from_rskafka("fetch", e);
                 warn!(partition = %tp, error = %e, "fetch failed; retrying");
                 state.set_error(Some(e.to_string()));
+                client.leaders_in_doubt("a fetch failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -1144,13 +1162,14 @@ async fn run_fetcher(
     }
 }
 
-async fn earliest(pc: &PartitionClient, state: &FetchState) -> i64 {
+async fn earliest(client: &KafkaClient, pc: &PartitionClient, state: &FetchState) -> i64 {
     let mut backoff = Duration::from_millis(100);
     loop {
         match pc.get_offset(OffsetAt::Earliest).await {
             Ok(o) => return o,
             Err(e) => {
                 state.set_error(Some(from_rskafka("list offsets", e).to_string()));
+                client.leaders_in_doubt("listing the earliest offset failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

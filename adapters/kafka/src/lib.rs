@@ -37,6 +37,7 @@ pub mod client;
 pub mod config;
 mod errors;
 pub mod group;
+mod leaders;
 pub mod publisher;
 mod wire;
 

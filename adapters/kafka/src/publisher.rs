@@ -263,6 +263,7 @@ async fn run_lane(
                 }
                 Err(e) => {
                     warn!(%topic, partition, records = n, error = %e, "produce failed; records dropped");
+                    shared.client.leaders_in_doubt("a produce failed");
                     shared
                         .counters
                         .failed
