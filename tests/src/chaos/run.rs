@@ -8,8 +8,9 @@
 //! - `kill -9` of the bookstore, restarted after 0.3-2 s;
 //! - the bookstore aborting right after an upsert and before its commit
 //!   (`FOLIO_FAULT_ABORT_AFTER_UPSERT`), restarted the same way;
-//! - the broker stopped and started (`scripts/kafka-local stop; start`) while the producer
-//!   holds its fire;
+//! - the broker restarted while the producer holds its fire: first crashed
+//!   (`scripts/kafka-local kill; start`, so it recovers its logs and elects leaders
+//!   again), later ones stopped cleanly (`stop; start`);
 //! - an analytics instance frozen (SIGSTOP) past its group session and thawed: a zombie
 //!   that still holds batches and publishes them after its partitions moved;
 //! - the bookstore's PostgreSQL connections terminated (`pg_terminate_backend`, for 3 s),
@@ -172,6 +173,8 @@ fn schedule(p: &Profile, traffic_ms: i64, rng: &mut StdRng) -> Vec<(i64, Fault)>
 struct Tally {
     bookstore_aborts: u32,
     broker_restarts: u32,
+    /// Restarts that began with `kill -9`.
+    broker_crashes: u32,
     broker_restart_note: Option<String>,
     db_drops: u32,
     freezes: u32,
@@ -343,9 +346,18 @@ impl Driver {
                     return Ok(());
                 };
                 producer.pause().await?;
-                eprintln!("chaos: restarting the broker (producer paused)");
+                // The first restart is a crash (the broker recovers its logs and elects
+                // leaders again, the longest outage); later ones are clean stops.
+                let crash = self.tally.broker_restarts == 0;
+                let how = if crash {
+                    "crashing (kill -9)"
+                } else {
+                    "stopping"
+                };
+                eprintln!("chaos: {how} and restarting the broker (producer paused)");
                 let t = Instant::now();
-                kafka_local(&script, "stop").await?;
+                kafka_local(&script, if crash { "kill" } else { "stop" }).await?;
+                self.tally.broker_crashes += u32::from(crash);
                 kafka_local(&script, "start").await?;
                 // `start` returns once the broker listens; its partitions get leaders a
                 // little later. Events stamped before then would reach their windows late.
@@ -906,8 +918,8 @@ fn summary(
             d.tally.broker_restarts
         ),
         None => println!(
-            "  broker restarts      {} (producer paused {} times, schedule moved {} ms)",
-            d.tally.broker_restarts, log.pauses, log.shift_ms
+            "  broker restarts      {} ({} after kill -9; producer paused {} times, schedule moved {} ms)",
+            d.tally.broker_restarts, d.tally.broker_crashes, log.pauses, log.shift_ms
         ),
     }
     println!(
