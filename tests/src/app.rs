@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use folio_analytics::AnalyticsArgs;
-use folio_bookstore::{BookstoreArgs, Payments, RunningBookstore, Starter};
+use folio_bookstore::{BookstoreArgs, Payments, Retention, RunningBookstore, Starter};
 use folio_domain::analytics::StopFlag;
 use folio_domain::ports::MessageBus;
 use folio_memory::SystemClock;
@@ -96,6 +96,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         webhook_secret: Some("test-webhook-secret".into()),
         payments: opts.payments,
         currency: "USD".into(),
+        stats_retention: Retention::default(),
     };
     let running = Starter::start(&args, bus, clock, stats).await?;
     let base = format!("http://{}/api/v1", running.http_addr);

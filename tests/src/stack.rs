@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use folio_analytics::GROUP as ANALYTICS_GROUP;
 use folio_bookstore::{
-    BookstoreArgs, Payments, RunningBookstore, Starter, GROUP as BOOKSTORE_GROUP,
+    BookstoreArgs, Payments, Retention, RunningBookstore, Starter, GROUP as BOOKSTORE_GROUP,
 };
 use folio_domain::analytics::{StopFlag, WindowSpec, WorkerStats};
 use folio_domain::ids::BookId;
@@ -124,6 +124,7 @@ impl Stack {
             webhook_secret: Some("test-webhook-secret".into()),
             payments: Payments::Immediate,
             currency: "USD".into(),
+            stats_retention: Retention::default(),
         };
         let bus = self.bus().await?;
         self.bookstore = Some(Starter::start(&args, bus, Arc::new(SystemClock), None).await?);

@@ -71,6 +71,28 @@ pub struct BookstoreArgs {
     /// The store's currency: every price is in it.
     #[arg(long, env = "FOLIO_CURRENCY", default_value = "USD")]
     pub currency: String,
+    /// How long one-minute statistics rows are kept (`90m`, `36h`, `7d`, `2w`) before they
+    /// are pruned; hourly and daily rollups keep every figure. `off` keeps them all.
+    #[arg(long, env = "FOLIO_STATS_RETENTION", default_value = "7d", value_parser = Retention::parse)]
+    pub stats_retention: Retention,
+}
+
+/// How long one-minute statistics rows are kept; `None` keeps them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+impl Retention {
+    fn parse(value: &str) -> Result<Self, String> {
+        folio_sql::parse_retention(value)
+            .map(Retention)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention(Some(folio_sql::DEFAULT_STATS_RETENTION))
+    }
 }
 
 fn random_secret() -> String {
@@ -145,7 +167,10 @@ impl Starter {
         faults: &FaultArgs,
     ) -> anyhow::Result<RunningBookstore> {
         let currency = Currency::parse(&args.currency).context("FOLIO_CURRENCY")?;
-        let store = folio_sql::connect(&args.database_url)
+        let options = folio_sql::SqlOptions {
+            stats_retention: args.stats_retention.0,
+        };
+        let store = folio_sql::connect_with(&args.database_url, options)
             .await
             .with_context(|| format!("opening the database {}", redact(&args.database_url)))?;
         let store = Arc::new(store);
@@ -313,5 +338,41 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bookstore: BookstoreArgs,
+    }
+
+    fn retention_of(args: &[&str]) -> Result<Retention, clap::Error> {
+        Cli::try_parse_from(std::iter::once("folio-bookstore").chain(args.iter().copied()))
+            .map(|c| c.bookstore.stats_retention)
+    }
+
+    #[test]
+    fn stats_retention_defaults_to_a_week_and_takes_units_or_off() {
+        assert_eq!(
+            retention_of(&[]).expect("default"),
+            Retention(Some(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(
+            retention_of(&["--stats-retention", "36h"]).expect("hours"),
+            Retention(Some(Duration::from_secs(36 * 3600)))
+        );
+        assert_eq!(
+            retention_of(&["--stats-retention", "off"]).expect("off"),
+            Retention(None)
+        );
+        let err = retention_of(&["--stats-retention", "7 days"]).expect_err("refused");
+        assert!(err.to_string().contains("FOLIO_STATS_RETENTION"), "{err}");
     }
 }
