@@ -28,6 +28,8 @@ pub mod commerce;
 pub mod error;
 pub mod events;
 pub mod feedback;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod ids;
 pub mod money;
 pub mod partitioner;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use folio_domain::analytics::{window::millis, AnalyticsWorker, WindowSpec, WorkerStats};
 use folio_domain::events::Event;
-use folio_domain::ids::{BookId, EventId, PurchaseId, UserId};
-use folio_domain::money::{Currency, Money};
+use folio_domain::fixtures;
+use folio_domain::ids::BookId;
 use folio_domain::ports::{RecordPublisher, StatsQuery};
 use folio_domain::services::{event_record, StatsIngest};
 use folio_domain::stats::TimeRange;
@@ -21,28 +21,12 @@ fn at(ms: i64) -> DateTime<Utc> {
     millis(T0 + ms)
 }
 
-fn id(n: u128) -> EventId {
-    EventId(uuid::Uuid::from_u128(n))
-}
-
 fn view(n: u128, t: i64, book: i64, user: Option<i64>) -> Event {
-    Event::BookViewed {
-        event_id: id(n),
-        occurred_at: at(t),
-        book_id: BookId(book),
-        user_id: user.map(UserId),
-    }
+    fixtures::view(n, T0 + t, book, user)
 }
 
 fn purchase(n: u128, t: i64, book: i64, user: i64, cents: i64) -> Event {
-    Event::BookPurchased {
-        event_id: id(n),
-        occurred_at: at(t),
-        book_id: BookId(book),
-        user_id: UserId(user),
-        purchase_id: PurchaseId(n as i64),
-        price: Money::new(cents, Currency::parse("USD").expect("valid")),
-    }
+    fixtures::purchase(n, T0 + t, book, user, cents)
 }
 
 struct Pipeline {

@@ -34,6 +34,10 @@ pub(crate) const FIGURES: [Ws; 20] = [
     Ws::UsersSketch,
 ];
 
+/// The figures a window row holds as plain columns: [`FIGURES`] between the window end and
+/// the submitted-rating sum.
+pub(crate) const SUMMED_FIGURES: &[Ws] = FIGURES.split_at(1).1.split_at(17).0;
+
 /// Counts are stored as BIGINT; one beyond it is clamped rather than wrapped.
 pub(crate) fn count(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

@@ -27,6 +27,7 @@ use sea_orm::{
     QueryFilter, QueryResult, QuerySelect, StreamTrait,
 };
 
+use super::cell::SUMMED_FIGURES;
 use super::retention::horizon;
 use super::tables::{plan_history, plan_totals, widen, Piece, Scope, Span};
 use super::{bigint, col, figure_exprs, get_i64, get_u64, read_figures, Uniques, SRC};
@@ -82,26 +83,8 @@ fn piece_select(p: &Piece, only: Only, shape: Shape) -> SelectStatement {
                 .expr_as(end, Alias::new("window_end"))
                 .column((t, Ws::BookId))
                 .column((t, Ws::SourceTopic));
-            for c in [
-                Ws::Events,
-                Ws::Anonymous,
-                Ws::FirstAt,
-                Ws::LastAt,
-                Ws::RevenueCents,
-                Ws::Currency,
-                Ws::ReviewsCreated,
-                Ws::ReviewsUpdated,
-                Ws::ReviewLengthDelta,
-                Ws::RatingsCreated,
-                Ws::RatingsUpdated,
-                Ws::RatingSumDelta,
-                Ws::R1,
-                Ws::R2,
-                Ws::R3,
-                Ws::R4,
-                Ws::R5,
-            ] {
-                s.column((t, c));
+            for c in SUMMED_FIGURES {
+                s.column((t, *c));
             }
         }
         Shape::Sketches => {

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::analytics::window::millis;
-use crate::ids::{EventId, PurchaseId, UserId};
+use crate::fixtures::{event_id as id, purchase, rating, view};
+use crate::ids::{PurchaseId, UserId};
 use crate::money::{Currency, Money};
 use crate::topics::Topic;
 
@@ -14,47 +15,12 @@ fn spec() -> WindowSpec {
     WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5)).expect("valid spec")
 }
 
-fn tp(topic: Topic) -> TopicPartition {
-    TopicPartition::new(topic, 0)
-}
-
-fn id(n: u128) -> EventId {
-    EventId(uuid::Uuid::from_u128(n))
-}
-
 fn at(ms: i64) -> DateTime<Utc> {
     millis(ms)
 }
 
-fn view(n: u128, t: i64, book: i64, user: Option<i64>) -> Event {
-    Event::BookViewed {
-        event_id: id(n),
-        occurred_at: at(t),
-        book_id: BookId(book),
-        user_id: user.map(UserId),
-    }
-}
-
-fn purchase(n: u128, t: i64, book: i64, user: i64, cents: i64) -> Event {
-    Event::BookPurchased {
-        event_id: id(n),
-        occurred_at: at(t),
-        book_id: BookId(book),
-        user_id: UserId(user),
-        purchase_id: PurchaseId(n as i64),
-        price: Money::new(cents, Currency::parse("USD").expect("valid")),
-    }
-}
-
-fn rating(n: u128, t: i64, book: i64, user: i64, stars: u8, old: Option<u8>) -> Event {
-    Event::BookRated {
-        event_id: id(n),
-        occurred_at: at(t),
-        book_id: BookId(book),
-        user_id: UserId(user),
-        rating: stars,
-        old_rating: old,
-    }
+fn tp(topic: Topic) -> TopicPartition {
+    TopicPartition::new(topic, 0)
 }
 
 #[test]
