@@ -16,10 +16,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use folio_kafka::KafkaConfig;
+use folio_domain::topics::Topic;
+use folio_kafka::{KafkaClient, KafkaConfig};
 use testcontainers::core::wait::LogWaitStrategy;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -65,7 +67,51 @@ pub fn unique(test: &str) -> String {
 pub struct KafkaEnv {
     bootstrap: String,
     cli: Cli,
-    _container: Option<ContainerAsync<GenericImage>>,
+    /// The configurations [`KafkaEnv::config`] handed out; their topics are deleted when
+    /// the test passes.
+    handed_out: Mutex<Vec<KafkaConfig>>,
+    container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl Drop for KafkaEnv {
+    /// Deletes a passing test's topics, so a long-lived local broker does not collect
+    /// them; a failing test's stay, to be looked at. A container goes with its test.
+    fn drop(&mut self) {
+        let configs = std::mem::take(
+            self.handed_out
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if configs.is_empty() || std::thread::panicking() || self.container.is_some() {
+            return;
+        }
+        // Drop cannot await, and the test's runtime may be the current thread's.
+        let cleanup = std::thread::spawn(move || delete_topics_of(configs));
+        match cleanup.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("note: the test's topics were not deleted: {e:#}"),
+            Err(_) => eprintln!("note: deleting the test's topics panicked"),
+        }
+    }
+}
+
+fn delete_topics_of(configs: Vec<KafkaConfig>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            for cfg in configs {
+                KafkaClient::connect(cfg)
+                    .await?
+                    .delete_topics(&Topic::ALL)
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+        .await
+        .context("deleting topics took longer than 30 s")?
+    })
 }
 
 /// Where Kafka's command-line tools run.
@@ -84,7 +130,8 @@ pub async fn kafka() -> KafkaEnv {
             cli: Cli::Local {
                 script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local"),
             },
-            _container: None,
+            handed_out: Mutex::default(),
+            container: None,
         };
     }
     if testcontainers_enabled() {
@@ -155,7 +202,8 @@ async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
         cli: Cli::Container {
             id: container.id().to_string(),
         },
-        _container: Some(container),
+        handed_out: Mutex::default(),
+        container: Some(container),
     })
 }
 
@@ -187,6 +235,10 @@ impl KafkaEnv {
         cfg.group_prefix = format!("{id}.");
         cfg.session_timeout = SESSION_TIMEOUT;
         cfg.request_deadline = Duration::from_secs(15);
+        self.handed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(cfg.clone());
         cfg
     }
 

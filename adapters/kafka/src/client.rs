@@ -144,6 +144,39 @@ impl KafkaClient {
         Ok(report)
     }
 
+    /// Deletes those of `topics` that exist under this client's prefix; returns how many it
+    /// deleted. The reverse of [`KafkaClient::ensure_topics`], for tearing down an isolated
+    /// run (tests, a staging prefix). The services never call it.
+    #[instrument(skip(self))]
+    pub async fn delete_topics(&self, topics: &[Topic]) -> Result<usize> {
+        let existing = self.partition_counts().await?;
+        let controller = self
+            .rs
+            .controller_client()
+            .map_err(|e| from_rskafka("controller", e))?;
+        let timeout_ms = i32::try_from(self.cfg.request_deadline.as_millis()).unwrap_or(i32::MAX);
+        let mut deleted = 0;
+        for &topic in topics {
+            let name = self.cfg.topic_name(topic);
+            if !existing.contains_key(&name) {
+                continue;
+            }
+            match controller.delete_topic(name.clone(), timeout_ms).await {
+                Ok(()) => {
+                    info!(topic = %name, "topic deleted");
+                    deleted += 1;
+                }
+                // Someone else deleted it meanwhile.
+                Err(RsError::ServerError {
+                    protocol_error: ProtocolError::UnknownTopicOrPartition,
+                    ..
+                }) => {}
+                Err(e) => return Err(from_rskafka("delete topic", e)),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Waits until metadata shows every topic of `topics` with all its partitions: the
     /// controller acknowledges a creation before every broker's metadata has it, and a
     /// publisher started right after provisioning must see the topics.

@@ -445,6 +445,26 @@ async fn provisioning_creates_the_catalog_and_warns_on_a_mismatch() {
         .await
         .expect("send");
     publisher.flush().await.expect("flush");
+
+    // Tearing down: every topic goes, and then there is nothing left to delete.
+    let deleted = client.delete_topics(&Topic::ALL).await.expect("deletes");
+    assert_eq!(deleted, Topic::ALL.len());
+    let names: Vec<String> = Topic::ALL.iter().map(|t| cfg.topic_name(*t)).collect();
+    let mut left = names.len();
+    for _ in 0..100 {
+        let counts = client.partition_counts().await.expect("counts");
+        left = names.iter().filter(|n| counts.contains_key(*n)).count();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "deleted topics gone from metadata");
+    let again = client
+        .delete_topics(&Topic::ALL)
+        .await
+        .expect("deletes again");
+    assert_eq!(again, 0);
 }
 
 #[tokio::test]

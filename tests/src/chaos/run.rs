@@ -763,6 +763,16 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
     let passed = report.diffs.is_empty()
         && d.tally.unexpected_exits.is_empty()
         && d.fleet.counters.unclean_stops.is_empty();
+    // A passing run's topics go, so the broker does not collect them (and its restarts
+    // stay quick); a failing run's stay next to its logs, to be looked at.
+    if passed {
+        match bus.client().delete_topics(&Topic::ALL).await {
+            Ok(n) => eprintln!("chaos: deleted the run's {n} topics ({prefix}*)"),
+            Err(e) => eprintln!("chaos: could not delete the run's topics ({prefix}*): {e}"),
+        }
+    } else {
+        eprintln!("chaos: the run's topics ({prefix}*) are kept for inspection");
+    }
     Ok(Outcome { passed })
 }
 
