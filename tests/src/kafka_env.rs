@@ -13,6 +13,7 @@
 //! Containers belong to the test that started them and are removed when it ends.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -85,33 +86,37 @@ impl Drop for KafkaEnv {
         if configs.is_empty() || std::thread::panicking() || self.container.is_some() {
             return;
         }
-        // Drop cannot await, and the test's runtime may be the current thread's.
-        let cleanup = std::thread::spawn(move || delete_topics_of(configs));
-        match cleanup.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("note: the test's topics were not deleted: {e:#}"),
-            Err(_) => eprintln!("note: deleting the test's topics panicked"),
-        }
-    }
-}
-
-fn delete_topics_of(configs: Vec<KafkaConfig>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), async {
+        tear_down("the test's topics", async move {
             for cfg in configs {
                 KafkaClient::connect(cfg)
                     .await?
                     .delete_topics(&Topic::ALL)
                     .await?;
             }
-            anyhow::Ok(())
-        })
-        .await
-        .context("deleting topics took longer than 30 s")?
-    })
+            Ok(())
+        });
+    }
+}
+
+/// Runs a test's tear-down from `Drop`, which cannot await and may run on the test's own
+/// runtime thread: on a thread and runtime of its own, within 30 s. A failure is printed,
+/// never raised.
+fn tear_down(what: &str, work: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+    let done = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), work)
+                    .await
+                    .context("it took longer than 30 s")?
+            })
+    });
+    match done.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("note: {what} were not removed: {e:#}"),
+        Err(_) => eprintln!("note: removing {what} panicked"),
+    }
 }
 
 /// Where Kafka's command-line tools run.
@@ -467,7 +472,30 @@ fn parse_table(out: &str, marker: &str) -> anyhow::Result<Vec<HashMap<String, St
 /// A PostgreSQL server for one test.
 pub struct PgEnv {
     url: String,
-    _container: Option<ContainerAsync<GenericImage>>,
+    /// The schemas [`PgEnv::fresh_schema`] created; dropped when the test passes.
+    schemas: Mutex<Vec<String>>,
+    container: Option<ContainerAsync<GenericImage>>,
+}
+
+impl Drop for PgEnv {
+    /// Drops a passing test's schemas; a failing test's stay, to be looked at. A container
+    /// goes with its test.
+    fn drop(&mut self) {
+        let schemas = std::mem::take(
+            self.schemas
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if schemas.is_empty() || std::thread::panicking() || self.container.is_some() {
+            return;
+        }
+        tear_down("the test's schemas", async move {
+            for url in schemas {
+                folio_sql::drop_fresh_schema(&url).await?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The PostgreSQL server this test uses. Panics, saying how to provide one, when there is
@@ -477,7 +505,8 @@ pub async fn postgres() -> PgEnv {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             return PgEnv {
                 url,
-                _container: None,
+                schemas: Mutex::default(),
+                container: None,
             }
         }
         Some(other) if !testcontainers_enabled() => panic!(
@@ -513,14 +542,20 @@ async fn start_postgres_container() -> anyhow::Result<PgEnv> {
     let port = container.get_host_port_ipv4(5432).await?;
     Ok(PgEnv {
         url: format!("postgres://folio:folio@127.0.0.1:{port}/folio"),
-        _container: Some(container),
+        schemas: Mutex::default(),
+        container: Some(container),
     })
 }
 
 impl PgEnv {
     /// A URL whose connections see a schema of their own, created now.
     pub async fn fresh_schema(&self) -> anyhow::Result<String> {
-        Ok(folio_sql::fresh_schema_url(&self.url).await?)
+        let url = folio_sql::fresh_schema_url(&self.url).await?;
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(url.clone());
+        Ok(url)
     }
 }
 

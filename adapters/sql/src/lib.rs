@@ -53,6 +53,6 @@ mod time;
 pub use catalog::CHUNK_SIZE;
 pub use stats::PruneReport;
 pub use store::{
-    connect, connect_with, fresh_schema_url, migrate, parse_retention, SqlOptions, SqlStore,
-    DEFAULT_STATS_RETENTION, STATS_RETENTION_ENV,
+    connect, connect_with, drop_fresh_schema, fresh_schema_url, migrate, parse_retention,
+    SqlOptions, SqlStore, DEFAULT_STATS_RETENTION, STATS_RETENTION_ENV,
 };

@@ -218,6 +218,41 @@ pub async fn fresh_schema_url(url: &str) -> Result<String> {
     Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
 }
 
+/// Drops the schema a [`fresh_schema_url`] URL points at, with everything in it. Returns
+/// `false` for a URL that names no such schema (nothing is dropped then).
+pub async fn drop_fresh_schema(schema_url: &str) -> Result<bool> {
+    let Some(schema) = fresh_schema_of(schema_url) else {
+        return Ok(false);
+    };
+    let db = open(schema_url, Some(1)).await?;
+    let dropped = async {
+        // Waiting for a lock held elsewhere would hang a test's tear-down.
+        db.execute_unprepared("SET lock_timeout = '5s'").await?;
+        db.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+    }
+    .await
+    .map_err(db_err);
+    let closed = db.close().await.map_err(db_err);
+    dropped.and(closed)?;
+    Ok(true)
+}
+
+/// The schema name in a [`fresh_schema_url`] URL: `folio_` and 32 lowercase hex digits.
+fn fresh_schema_of(url: &str) -> Option<&str> {
+    if !is_postgres(url) {
+        return None;
+    }
+    let (_, rest) = url.split_once("search_path%3D")?;
+    let schema = rest.split('&').next()?;
+    let hex = schema.strip_prefix("folio_")?;
+    (hex.len() == 32
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(schema)
+}
+
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
@@ -333,5 +368,34 @@ impl Readiness for SqlStore {
             Ok(_) => Ok(()),
             Err(e) => Err(Error::Unavailable(DATABASE, e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_schema_of;
+
+    #[test]
+    fn only_a_fresh_schema_url_names_a_schema_to_drop() {
+        let schema = "folio_019aa7e2d4c87f10b3e5a1c2d3e4f5a6";
+        let url = format!("postgres://u:p@h/db?options=-c%20search_path%3D{schema}");
+        assert_eq!(fresh_schema_of(&url), Some(schema));
+        let more =
+            format!("postgres://u:p@h/db?sslmode=disable&options=-c%20search_path%3D{schema}&x=1");
+        assert_eq!(fresh_schema_of(&more), Some(schema));
+        // Not made by fresh_schema_url: never dropped.
+        assert_eq!(fresh_schema_of("postgres://u:p@h/db"), None);
+        assert_eq!(
+            fresh_schema_of("postgres://u:p@h/db?options=-c%20search_path%3Dpublic"),
+            None
+        );
+        assert_eq!(
+            fresh_schema_of("postgres://u:p@h/db?options=-c%20search_path%3Dfolio_x\";drop"),
+            None
+        );
+        assert_eq!(
+            fresh_schema_of(&format!("sqlite://x?options=-c%20search_path%3D{schema}")),
+            None
+        );
     }
 }
