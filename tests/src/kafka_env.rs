@@ -70,7 +70,7 @@ pub struct KafkaEnv {
     cli: Cli,
     /// The configurations [`KafkaEnv::config`] handed out; their topics are deleted when
     /// the test passes.
-    handed_out: Mutex<Vec<KafkaConfig>>,
+    handed_out: Made<KafkaConfig>,
     container: Option<ContainerAsync<GenericImage>>,
 }
 
@@ -78,15 +78,8 @@ impl Drop for KafkaEnv {
     /// Deletes a passing test's topics, so a long-lived local broker does not collect
     /// them; a failing test's stay, to be looked at. A container goes with its test.
     fn drop(&mut self) {
-        let configs = std::mem::take(
-            self.handed_out
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if configs.is_empty() || std::thread::panicking() || self.container.is_some() {
-            return;
-        }
-        tear_down("the test's topics", async move {
+        let configs = self.handed_out.take_for_removal(self.container.is_some());
+        tear_down("the test's topics", configs, |configs| async move {
             for cfg in configs {
                 KafkaClient::connect(cfg)
                     .await?
@@ -98,16 +91,54 @@ impl Drop for KafkaEnv {
     }
 }
 
-/// Runs a test's tear-down from `Drop`, which cannot await and may run on the test's own
-/// runtime thread: on a thread and runtime of its own, within 30 s. A failure is printed,
-/// never raised.
-fn tear_down(what: &str, work: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+/// What a test made on a shared server (topics, schemas): removed when the test passes.
+struct Made<T>(Mutex<Vec<T>>);
+
+impl<T> Default for Made<T> {
+    fn default() -> Self {
+        Made(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Made<T> {
+    fn add(&self, item: T) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(item);
+    }
+
+    /// What to remove now: everything, unless the test is failing (its things stay, to
+    /// be looked at) or runs in a container (which goes with it anyway).
+    fn take_for_removal(&mut self, in_container: bool) -> Vec<T> {
+        let items = std::mem::take(self.0.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if std::thread::panicking() || in_container {
+            Vec::new()
+        } else {
+            items
+        }
+    }
+}
+
+/// Runs a test's tear-down of `items` from `Drop`, which cannot await and may run on the
+/// test's own runtime thread: on a thread and runtime of its own, within 30 s. A failure
+/// is printed, never raised.
+fn tear_down<T, F, Fut>(what: &str, items: Vec<T>, work: F)
+where
+    T: Send + 'static,
+    F: FnOnce(Vec<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if items.is_empty() {
+        return;
+    }
+    let work = move || work(items);
     let done = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(async {
-                tokio::time::timeout(Duration::from_secs(30), work)
+                tokio::time::timeout(Duration::from_secs(30), work())
                     .await
                     .context("it took longer than 30 s")?
             })
@@ -135,7 +166,7 @@ pub async fn kafka() -> KafkaEnv {
             cli: Cli::Local {
                 script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local"),
             },
-            handed_out: Mutex::default(),
+            handed_out: Made::default(),
             container: None,
         };
     }
@@ -207,7 +238,7 @@ async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
         cli: Cli::Container {
             id: container.id().to_string(),
         },
-        handed_out: Mutex::default(),
+        handed_out: Made::default(),
         container: Some(container),
     })
 }
@@ -240,10 +271,7 @@ impl KafkaEnv {
         cfg.group_prefix = format!("{id}.");
         cfg.session_timeout = SESSION_TIMEOUT;
         cfg.request_deadline = Duration::from_secs(15);
-        self.handed_out
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(cfg.clone());
+        self.handed_out.add(cfg.clone());
         cfg
     }
 
@@ -473,7 +501,7 @@ fn parse_table(out: &str, marker: &str) -> anyhow::Result<Vec<HashMap<String, St
 pub struct PgEnv {
     url: String,
     /// The schemas [`PgEnv::fresh_schema`] created; dropped when the test passes.
-    schemas: Mutex<Vec<String>>,
+    schemas: Made<String>,
     container: Option<ContainerAsync<GenericImage>>,
 }
 
@@ -481,15 +509,8 @@ impl Drop for PgEnv {
     /// Drops a passing test's schemas; a failing test's stay, to be looked at. A container
     /// goes with its test.
     fn drop(&mut self) {
-        let schemas = std::mem::take(
-            self.schemas
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if schemas.is_empty() || std::thread::panicking() || self.container.is_some() {
-            return;
-        }
-        tear_down("the test's schemas", async move {
+        let schemas = self.schemas.take_for_removal(self.container.is_some());
+        tear_down("the test's schemas", schemas, |schemas| async move {
             for url in schemas {
                 folio_sql::drop_fresh_schema(&url).await?;
             }
@@ -505,7 +526,7 @@ pub async fn postgres() -> PgEnv {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             return PgEnv {
                 url,
-                schemas: Mutex::default(),
+                schemas: Made::default(),
                 container: None,
             }
         }
@@ -542,7 +563,7 @@ async fn start_postgres_container() -> anyhow::Result<PgEnv> {
     let port = container.get_host_port_ipv4(5432).await?;
     Ok(PgEnv {
         url: format!("postgres://folio:folio@127.0.0.1:{port}/folio"),
-        schemas: Mutex::default(),
+        schemas: Made::default(),
         container: Some(container),
     })
 }
@@ -551,10 +572,7 @@ impl PgEnv {
     /// A URL whose connections see a schema of their own, created now.
     pub async fn fresh_schema(&self) -> anyhow::Result<String> {
         let url = folio_sql::fresh_schema_url(&self.url).await?;
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(url.clone());
+        self.schemas.add(url.clone());
         Ok(url)
     }
 }
