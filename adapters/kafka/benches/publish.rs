@@ -1,0 +1,148 @@
+//! Publishing throughput, side by side with Kafka's own `kafka-producer-perf-test` on the
+//! same broker and topic in the same run (DESIGN §7: folio's publisher should reach at least
+//! the tool's throughput for 150-byte events with acks=all).
+//!
+//! ```sh
+//! scripts/kafka-local start
+//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-kafka --bench publish
+//! # FOLIO_BENCH_RECORDS=200000 for a shorter run; FOLIO_BENCH_ROUNDS (default 2)
+//! ```
+//!
+//! Both write `FOLIO_BENCH_RECORDS` records of a 150-byte value to a fresh three-partition
+//! topic (folio's `book.views` under a prefix of its own), acks=all, and the rounds
+//! alternate so background load hits both alike. folio's records are what the bookstore
+//! sends: a book id as key (200 books) and its two headers (`event_id`, `type`); the tool's
+//! have no key and no headers. folio's time runs from the first send to the end of the
+//! flush that waits for every acknowledgement; the tool reports its own.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use folio_domain::ports::{OutgoingRecord, RecordPublisher};
+use folio_domain::topics::Topic;
+use folio_kafka::{KafkaClient, KafkaConfig};
+
+const VALUE_BYTES: usize = 150;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").map_err(|_| {
+        anyhow::anyhow!(
+            "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints 127.0.0.1:19092)"
+        )
+    })?;
+    let n = env_or("FOLIO_BENCH_RECORDS", 1_000_000);
+    let rounds = env_or("FOLIO_BENCH_ROUNDS", 2);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mut cfg = KafkaConfig::new(&bootstrap);
+    cfg.client_id = "folio-bench-publish".into();
+    cfg.topic_prefix = format!("bench-publish-{nanos}.");
+    let topic = cfg.topic_name(Topic::BookViews);
+    let client = KafkaClient::connect(cfg).await?;
+    client.ensure_topics(&[Topic::BookViews]).await?;
+
+    println!(
+        "publishing {n} records of {VALUE_BYTES} bytes to {topic} ({} partitions), acks=all; load average {}",
+        Topic::BookViews.partitions(),
+        load_average()
+    );
+    let mut folio = Vec::new();
+    let mut tool = Vec::new();
+    for round in 1..=rounds {
+        let rate = publish_with_folio(&client, n).await?;
+        println!("round {round}: folio publisher        {rate:>10.0} records/s");
+        folio.push(rate);
+        let rate = producer_perf_test(&bootstrap, &topic, n)?;
+        println!("round {round}: kafka-producer-perf-test {rate:>10.0} records/s");
+        tool.push(rate);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!(
+        "best of {rounds}: folio {:.0} records/s ({:.1} MB/s of values), kafka-producer-perf-test {:.0} records/s; folio / tool = {:.2}; load average {}",
+        best(&folio),
+        best(&folio) * VALUE_BYTES as f64 / 1e6,
+        best(&tool),
+        best(&folio) / best(&tool),
+        load_average()
+    );
+    client.delete_topics(&[Topic::BookViews]).await?;
+    Ok(())
+}
+
+/// Sends `n` records and waits for every acknowledgement; returns records per second.
+async fn publish_with_folio(client: &KafkaClient, n: usize) -> anyhow::Result<f64> {
+    let publisher = client.publisher();
+    let value = vec![b'x'; VALUE_BYTES];
+    let before = publisher.stats();
+    let t = Instant::now();
+    for i in 0..n {
+        publisher
+            .send(OutgoingRecord {
+                topic: Topic::BookViews,
+                key: (1 + i % 200).to_string().into_bytes(),
+                value: value.clone(),
+                headers: vec![
+                    (
+                        "event_id".into(),
+                        uuid::Uuid::now_v7().to_string().into_bytes(),
+                    ),
+                    ("type".into(), b"book_viewed".to_vec()),
+                ],
+            })
+            .await?;
+    }
+    publisher.flush().await?;
+    let secs = t.elapsed().as_secs_f64();
+    let after = publisher.stats();
+    anyhow::ensure!(
+        after.acked - before.acked == n as u64 && after.failed == before.failed,
+        "not every record was acknowledged: {after:?}"
+    );
+    Ok(n as f64 / secs)
+}
+
+/// Runs Kafka's producer performance tool from scripts/kafka-local's jars; returns the
+/// records per second it reports.
+fn producer_perf_test(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-local");
+    let out = Command::new(script)
+        .args(["tool", "producer-perf-test", "--topic", topic])
+        .args(["--num-records", &n.to_string()])
+        .args(["--record-size", &VALUE_BYTES.to_string()])
+        .args(["--throughput", "-1", "--producer-props"])
+        .arg(format!("bootstrap.servers={bootstrap}"))
+        .arg("acks=all")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "producer-perf-test failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last line: "N records sent, R records/sec (M MB/sec), ...".
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" records sent, "))
+        .ok_or_else(|| anyhow::anyhow!("no summary in the tool's output: {text}"))?;
+    summary
+        .split(" records sent, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("cannot read the rate in {summary:?}"))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
