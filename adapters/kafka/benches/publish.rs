@@ -15,30 +15,20 @@
 //! have no key and no headers. folio's time runs from the first send to the end of the
 //! flush that waits for every acknowledgement; the tool reports its own.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_kafka::{KafkaClient, KafkaConfig};
 
-const VALUE_BYTES: usize = 150;
+mod common;
+use common::{best, bootstrap, env_or, kafka_tool, load_average};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+const VALUE_BYTES: usize = 150;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").map_err(|_| {
-        anyhow::anyhow!(
-            "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints 127.0.0.1:19092)"
-        )
-    })?;
+    let bootstrap = bootstrap()?;
     let n = env_or("FOLIO_BENCH_RECORDS", 1_000_000);
     let rounds = env_or("FOLIO_BENCH_ROUNDS", 2);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
@@ -64,7 +54,6 @@ async fn main() -> anyhow::Result<()> {
         println!("round {round}: kafka-producer-perf-test {rate:>10.0} records/s");
         tool.push(rate);
     }
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     println!(
         "best of {rounds}: folio {:.0} records/s ({:.1} MB/s of values), kafka-producer-perf-test {:.0} records/s; folio / tool = {:.2}; load average {}",
         best(&folio),
@@ -109,24 +98,24 @@ async fn publish_with_folio(client: &KafkaClient, n: usize) -> anyhow::Result<f6
     Ok(n as f64 / secs)
 }
 
-/// Runs Kafka's producer performance tool from scripts/kafka-local's jars; returns the
-/// records per second it reports.
+/// Runs Kafka's producer performance tool; returns the records per second it reports.
 fn producer_perf_test(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-local");
-    let out = Command::new(script)
-        .args(["tool", "producer-perf-test", "--topic", topic])
-        .args(["--num-records", &n.to_string()])
-        .args(["--record-size", &VALUE_BYTES.to_string()])
-        .args(["--throughput", "-1", "--producer-props"])
-        .arg(format!("bootstrap.servers={bootstrap}"))
-        .arg("acks=all")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(
-        out.status.success(),
-        "producer-perf-test failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "producer-perf-test",
+        "--topic",
+        topic,
+        "--num-records",
+        &n.to_string(),
+        "--record-size",
+        &VALUE_BYTES.to_string(),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        &format!("bootstrap.servers={bootstrap}"),
+        "acks=all",
+    ]
+    .map(String::from);
+    let text = kafka_tool(&args)?;
     // The last line: "N records sent, R records/sec (M MB/sec), ...".
     let summary = text
         .lines()
@@ -139,10 +128,4 @@ fn producer_perf_test(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<
         .and_then(|rest| rest.split(' ').next())
         .and_then(|r| r.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("cannot read the rate in {summary:?}"))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }

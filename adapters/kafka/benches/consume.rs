@@ -1,0 +1,196 @@
+//! Analytics ingest over Kafka, side by side with Kafka's own `kafka-consumer-perf-test` on
+//! the same broker and topic in the same run (DESIGN §7: consuming, decoding and
+//! aggregating a backlog should run at least as fast as the tool reads it without decoding
+//! anything).
+//!
+//! ```sh
+//! scripts/kafka-local start
+//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-kafka --bench consume
+//! # FOLIO_BENCH_RECORDS (default 1000000), FOLIO_BENCH_ROUNDS (default 2)
+//! ```
+//!
+//! A fresh three-partition `book.views` topic is filled with N `book_viewed` events as the
+//! bookstore writes them (JSON, book id key, 200 books, 50,000 users, one-minute windows
+//! over ten minutes). Each round then reads the whole backlog twice, alternating: the tool
+//! in a new consumer group (it only counts bytes), and folio as a new member of a new group
+//! (KIP-848), fetching, decoding every record and folding it into per-partition windows as
+//! the analytics worker does. Both rates are from the first record to the last, without
+//! the group join: the tool's `fetch.nMsg.sec`, and folio's clock around its batches.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use folio_domain::analytics::{PartitionWindows, WindowSpec};
+use folio_domain::events::Event;
+use folio_domain::ids::{BookId, EventId, UserId};
+use folio_domain::ports::{ConsumerEvent, MessageBus, OutgoingRecord};
+use folio_domain::topics::Topic;
+use folio_kafka::{KafkaBus, KafkaConfig};
+
+mod common;
+use common::{best, bootstrap, env_or, kafka_tool, load_average};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let bootstrap = bootstrap()?;
+    let n = env_or("FOLIO_BENCH_RECORDS", 1_000_000);
+    let rounds = env_or("FOLIO_BENCH_ROUNDS", 2);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mut cfg = KafkaConfig::new(&bootstrap);
+    cfg.client_id = "folio-bench-consume".into();
+    cfg.topic_prefix = format!("bench-consume-{nanos}.");
+    cfg.group_prefix = cfg.topic_prefix.clone();
+    let topic = cfg.topic_name(Topic::BookViews);
+    let bus = KafkaBus::connect(cfg.clone()).await?;
+    bus.client().ensure_topics(&[Topic::BookViews]).await?;
+
+    let bytes = fill(&bus, n).await?;
+    println!(
+        "backlog: {n} book_viewed events, {:.0} bytes of value on average, in {topic} ({} partitions); load average {}",
+        bytes as f64 / n as f64,
+        Topic::BookViews.partitions(),
+        load_average()
+    );
+    let mut folio = Vec::new();
+    let mut tool = Vec::new();
+    for round in 1..=rounds {
+        let rate = consume_with_folio(&bus, &format!("folio-{round}"), n).await?;
+        println!("round {round}: folio fetch + decode + aggregate {rate:>10.0} events/s");
+        folio.push(rate);
+        let rate = consumer_perf_test(
+            &bootstrap,
+            &topic,
+            &format!("{}tool-{round}", cfg.group_prefix),
+            n,
+        )?;
+        println!("round {round}: kafka-consumer-perf-test (fetch)  {rate:>10.0} records/s");
+        tool.push(rate);
+    }
+    println!(
+        "best of {rounds}: folio {:.0} events/s, kafka-consumer-perf-test {:.0} records/s; folio / tool = {:.2}; load average {}",
+        best(&folio),
+        best(&tool),
+        best(&folio) / best(&tool),
+        load_average()
+    );
+    bus.client().delete_topics(&[Topic::BookViews]).await?;
+    Ok(())
+}
+
+/// Publishes the backlog; returns the bytes of value written.
+async fn fill(bus: &KafkaBus, n: usize) -> anyhow::Result<usize> {
+    let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse()?;
+    let publisher = bus.publisher();
+    let mut bytes = 0;
+    for i in 0..n {
+        let at = start + chrono::Duration::milliseconds((i as i64 * 600_000) / n as i64);
+        let book = 1 + (i % 200) as i64;
+        let event = Event::BookViewed {
+            event_id: EventId::new_at(at),
+            occurred_at: at,
+            book_id: BookId(book),
+            user_id: Some(UserId(1 + (i * 7919 % 50_000) as i64)),
+        };
+        let value = event.encode();
+        bytes += value.len();
+        publisher
+            .send(OutgoingRecord {
+                topic: Topic::BookViews,
+                key: book.to_string().into_bytes(),
+                value,
+                headers: Vec::new(),
+            })
+            .await?;
+    }
+    publisher.flush().await?;
+    Ok(bytes)
+}
+
+/// Reads the whole backlog as a new group member, decoding and aggregating every record;
+/// returns events per second from the first batch to the last record.
+async fn consume_with_folio(bus: &KafkaBus, group: &str, n: usize) -> anyhow::Result<f64> {
+    let spec = WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5))?;
+    let mut consumer = bus.join(group, &[Topic::BookViews]).await?;
+    let mut windows: HashMap<_, PartitionWindows> = HashMap::new();
+    let mut seen = 0usize;
+    let mut aggregates = 0usize;
+    let mut first: Option<Instant> = None;
+    let give_up = Instant::now() + Duration::from_secs(300);
+    while seen < n {
+        anyhow::ensure!(Instant::now() < give_up, "read {seen} of {n} in 300 s");
+        match consumer.poll(Duration::from_millis(500)).await? {
+            ConsumerEvent::Assigned(parts) => {
+                for a in parts {
+                    windows.insert(
+                        a.partition,
+                        PartitionWindows::resume(a.partition, spec, None),
+                    );
+                }
+            }
+            ConsumerEvent::Batch(batch) => {
+                first.get_or_insert_with(Instant::now);
+                let w = windows
+                    .get_mut(&batch.partition)
+                    .ok_or_else(|| anyhow::anyhow!("a batch of an unassigned partition"))?;
+                for r in &batch.records {
+                    let event = Event::decode(&r.value).map_err(anyhow::Error::msg)?;
+                    w.ingest(r.offset, &event);
+                }
+                seen += batch.records.len();
+                aggregates += w.close_due(0).len();
+            }
+            ConsumerEvent::Revoked(_) | ConsumerEvent::Idle => {}
+        }
+    }
+    let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    consumer.leave().await?;
+    anyhow::ensure!(seen == n, "read {seen} records, expected {n}");
+    anyhow::ensure!(aggregates > 0 || n < 200_000, "no window closed");
+    Ok(n as f64 / secs)
+}
+
+/// Runs Kafka's consumer performance tool; returns its `fetch.nMsg.sec`.
+fn consumer_perf_test(bootstrap: &str, topic: &str, group: &str, n: usize) -> anyhow::Result<f64> {
+    let args = [
+        "consumer-perf-test",
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--messages",
+        &n.to_string(),
+        "--timeout",
+        "60000",
+    ]
+    .map(String::from);
+    let text = kafka_tool(&args)?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .find(|l| l.contains("fetch.nMsg.sec"))
+        .ok_or_else(|| anyhow::anyhow!("no header in the tool's output: {text}"))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let values: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no figures in the tool's output: {text}"))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let at = |name: &str| -> anyhow::Result<f64> {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| anyhow::anyhow!("no {name} column"))?;
+        Ok(values
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no {name} value"))?
+            .parse()?)
+    };
+    let read = at("data.consumed.in.nMsg")?;
+    anyhow::ensure!(read as usize >= n, "the tool read {read} of {n} records");
+    at("fetch.nMsg.sec")
+}
