@@ -18,7 +18,7 @@
 //! the group join: the tool's `fetch.nMsg.sec`, and folio's clock around its batches.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use folio_domain::analytics::{PartitionWindows, WindowSpec};
@@ -26,21 +26,19 @@ use folio_domain::events::Event;
 use folio_domain::ids::{BookId, EventId, UserId};
 use folio_domain::ports::{ConsumerEvent, MessageBus, OutgoingRecord};
 use folio_domain::topics::Topic;
-use folio_kafka::{KafkaBus, KafkaConfig};
+use folio_kafka::KafkaBus;
 
 mod common;
-use common::{best, bootstrap, env_or, kafka_tool, load_average};
+use common::{best, kafka_tool, load_average, setup, Setup};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bootstrap = bootstrap()?;
-    let n = env_or("FOLIO_BENCH_RECORDS", 1_000_000);
-    let rounds = env_or("FOLIO_BENCH_ROUNDS", 2);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let mut cfg = KafkaConfig::new(&bootstrap);
-    cfg.client_id = "folio-bench-consume".into();
-    cfg.topic_prefix = format!("bench-consume-{nanos}.");
-    cfg.group_prefix = cfg.topic_prefix.clone();
+    let Setup {
+        bootstrap,
+        n,
+        rounds,
+        cfg,
+    } = setup("consume")?;
     let topic = cfg.topic_name(Topic::BookViews);
     let bus = KafkaBus::connect(cfg.clone()).await?;
     bus.client().ensure_topics(&[Topic::BookViews]).await?;

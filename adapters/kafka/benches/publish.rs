@@ -15,26 +15,25 @@
 //! have no key and no headers. folio's time runs from the first send to the end of the
 //! flush that waits for every acknowledgement; the tool reports its own.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
-use folio_kafka::{KafkaClient, KafkaConfig};
+use folio_kafka::KafkaClient;
 
 mod common;
-use common::{best, bootstrap, env_or, kafka_tool, load_average};
+use common::{best, kafka_tool, load_average, setup, Setup};
 
 const VALUE_BYTES: usize = 150;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let bootstrap = bootstrap()?;
-    let n = env_or("FOLIO_BENCH_RECORDS", 1_000_000);
-    let rounds = env_or("FOLIO_BENCH_ROUNDS", 2);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let mut cfg = KafkaConfig::new(&bootstrap);
-    cfg.client_id = "folio-bench-publish".into();
-    cfg.topic_prefix = format!("bench-publish-{nanos}.");
+    let Setup {
+        bootstrap,
+        n,
+        rounds,
+        cfg,
+    } = setup("publish")?;
     let topic = cfg.topic_name(Topic::BookViews);
     let client = KafkaClient::connect(cfg).await?;
     client.ensure_topics(&[Topic::BookViews]).await?;

@@ -3,9 +3,39 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use folio_kafka::KafkaConfig;
+
+/// What every benchmark starts from.
+pub struct Setup {
+    pub bootstrap: String,
+    /// Records per round (`FOLIO_BENCH_RECORDS`, default a million).
+    pub n: usize,
+    /// Rounds (`FOLIO_BENCH_ROUNDS`, default 2).
+    pub rounds: usize,
+    /// Topics and groups under a prefix of this run's own.
+    pub cfg: KafkaConfig,
+}
+
+/// The broker, sizes and a configuration of its own for the benchmark `name`.
+pub fn setup(name: &str) -> anyhow::Result<Setup> {
+    let bootstrap = bootstrap()?;
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mut cfg = KafkaConfig::new(&bootstrap);
+    cfg.client_id = format!("folio-bench-{name}");
+    cfg.topic_prefix = format!("bench-{name}-{nanos}.");
+    cfg.group_prefix = cfg.topic_prefix.clone();
+    Ok(Setup {
+        bootstrap,
+        n: env_or("FOLIO_BENCH_RECORDS", 1_000_000),
+        rounds: env_or("FOLIO_BENCH_ROUNDS", 2),
+        cfg,
+    })
+}
 
 /// `KAFKA_BOOTSTRAP`, or an error saying how to get a broker.
-pub fn bootstrap() -> anyhow::Result<String> {
+fn bootstrap() -> anyhow::Result<String> {
     std::env::var("KAFKA_BOOTSTRAP").map_err(|_| {
         anyhow::anyhow!(
             "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints 127.0.0.1:19092)"
@@ -14,7 +44,7 @@ pub fn bootstrap() -> anyhow::Result<String> {
 }
 
 /// A number from the environment, or `default`.
-pub fn env_or(name: &str, default: usize) -> usize {
+fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
