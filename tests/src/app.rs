@@ -36,6 +36,8 @@ pub struct AppOptions {
     /// `None`: a fresh in-process bus.
     pub bus: Option<Arc<dyn MessageBus>>,
     pub payments: Payments,
+    /// Run the analytics role too (default); `false`: the bookstore alone.
+    pub analytics: bool,
 }
 
 impl Default for AppOptions {
@@ -46,6 +48,7 @@ impl Default for AppOptions {
             database_url: None,
             bus: None,
             payments: Payments::Immediate,
+            analytics: true,
         }
     }
 }
@@ -78,15 +81,19 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     let spec = analytics_args.spec()?;
     let clock = Arc::new(SystemClock);
     let stop = StopFlag::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let analytics = tokio::spawn(folio_analytics::run(
-        bus.clone(),
-        clock.clone(),
-        spec,
-        stop.clone(),
-        Some(tx),
-    ));
-    let stats = rx.await.ok();
+    let (analytics, stats) = if opts.analytics {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let worker = tokio::spawn(folio_analytics::run(
+            bus.clone(),
+            clock.clone(),
+            spec,
+            stop.clone(),
+            Some(tx),
+        ));
+        (Some(worker), rx.await.ok())
+    } else {
+        (None, None)
+    };
     let args = BookstoreArgs {
         database_url,
         http_addr: "127.0.0.1:0".into(),
@@ -109,7 +116,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         admin_token: String::new(),
         bookstore: Some(running),
         analytics_stop: stop,
-        analytics: Some(analytics),
+        analytics,
         _dir: dir,
     };
     app.admin_token = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;

@@ -18,6 +18,7 @@
 //!   process kills, rebalances, a broker restart, and an exact comparison at the end.
 
 pub mod app;
+pub mod bench;
 pub mod bus_contract;
 pub mod chaos;
 pub mod contract;

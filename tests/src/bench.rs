@@ -1,5 +1,5 @@
-//! What the Kafka benchmarks share: settings from the environment, the machine's load, and
-//! Kafka's own tools from scripts/kafka-local's jars.
+//! What the benchmarks (`tests/benches`) share: settings from the environment, the
+//! machine's load, and Kafka's own tools from scripts/kafka-local's jars.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,7 +35,7 @@ pub fn setup(name: &str) -> anyhow::Result<Setup> {
 }
 
 /// `KAFKA_BOOTSTRAP`, or an error saying how to get a broker.
-fn bootstrap() -> anyhow::Result<String> {
+pub fn bootstrap() -> anyhow::Result<String> {
     std::env::var("KAFKA_BOOTSTRAP").map_err(|_| {
         anyhow::anyhow!(
             "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints 127.0.0.1:19092)"
@@ -44,7 +44,7 @@ fn bootstrap() -> anyhow::Result<String> {
 }
 
 /// A number from the environment, or `default`.
-fn env_or(name: &str, default: usize) -> usize {
+pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -60,7 +60,7 @@ pub fn load_average() -> String {
 
 /// Runs `scripts/kafka-local tool <args>`; returns its standard output.
 pub fn kafka_tool(args: &[String]) -> anyhow::Result<String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-local");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local");
     let out = Command::new(script).arg("tool").args(args).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     anyhow::ensure!(

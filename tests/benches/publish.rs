@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! scripts/kafka-local start
-//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-kafka --bench publish
+//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-tests --bench publish
 //! # FOLIO_BENCH_RECORDS=200000 for a shorter run; FOLIO_BENCH_ROUNDS (default 2)
 //! ```
 //!
@@ -21,21 +21,17 @@ use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaClient;
 
-mod common;
-use common::{best, kafka_tool, load_average, setup, Setup};
+use folio_tests::bench::{best, kafka_tool, load_average, setup};
 
 const VALUE_BYTES: usize = 150;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Setup {
-        bootstrap,
-        n,
-        rounds,
-        cfg,
-    } = setup("publish")?;
+    let run = setup("publish")?;
+    let (bootstrap, n, rounds) = (run.bootstrap.as_str(), run.n, run.rounds);
+    let cfg = &run.cfg;
     let topic = cfg.topic_name(Topic::BookViews);
-    let client = KafkaClient::connect(cfg).await?;
+    let client = KafkaClient::connect(cfg.clone()).await?;
     client.ensure_topics(&[Topic::BookViews]).await?;
 
     println!(
@@ -49,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         let rate = publish_with_folio(&client, n).await?;
         println!("round {round}: folio publisher        {rate:>10.0} records/s");
         folio.push(rate);
-        let rate = producer_perf_test(&bootstrap, &topic, n)?;
+        let rate = producer_perf_test(bootstrap, &topic, n)?;
         println!("round {round}: kafka-producer-perf-test {rate:>10.0} records/s");
         tool.push(rate);
     }

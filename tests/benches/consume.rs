@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! scripts/kafka-local start
-//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-kafka --bench consume
+//! KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo bench -p folio-tests --bench consume
 //! # FOLIO_BENCH_RECORDS (default 1000000), FOLIO_BENCH_ROUNDS (default 2)
 //! ```
 //!
@@ -28,17 +28,13 @@ use folio_domain::ports::{ConsumerEvent, MessageBus, OutgoingRecord};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaBus;
 
-mod common;
-use common::{best, kafka_tool, load_average, setup, Setup};
+use folio_tests::bench::{best, kafka_tool, load_average, setup};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Setup {
-        bootstrap,
-        n,
-        rounds,
-        cfg,
-    } = setup("consume")?;
+    let run = setup("consume")?;
+    let (bootstrap, n, rounds) = (run.bootstrap.as_str(), run.n, run.rounds);
+    let cfg = &run.cfg;
     let topic = cfg.topic_name(Topic::BookViews);
     let bus = KafkaBus::connect(cfg.clone()).await?;
     bus.client().ensure_topics(&[Topic::BookViews]).await?;
@@ -57,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         println!("round {round}: folio fetch + decode + aggregate {rate:>10.0} events/s");
         folio.push(rate);
         let rate = consumer_perf_test(
-            &bootstrap,
+            bootstrap,
             &topic,
             &format!("{}tool-{round}", cfg.group_prefix),
             n,
