@@ -48,6 +48,14 @@ async fn client(test: &str) -> KafkaClient {
     c
 }
 
+/// A passing test removes its topics at its end; a failing one stops before, keeping them.
+async fn remove_topics(client: &KafkaClient) {
+    client
+        .delete_topics(&Topic::ALL)
+        .await
+        .expect("deletes the test's topics");
+}
+
 fn group(client: &KafkaClient, name: &str) -> String {
     format!("{}{name}", client.config().topic_prefix)
 }
@@ -225,6 +233,7 @@ async fn published_records_come_back_exactly_on_the_key_partition() {
         assert!(r.timestamp_ms > 1_600_000_000_000);
     }
     c.leave().await.expect("leaves");
+    remove_topics(&client).await;
 }
 
 #[tokio::test]
@@ -269,6 +278,7 @@ async fn members_split_partitions_and_the_survivor_takes_all_when_one_leaves() {
         Err(Error::Conflict(_))
     ));
     a.leave().await.expect("a leaves");
+    remove_topics(&client).await;
 }
 
 #[tokio::test]
@@ -308,6 +318,7 @@ async fn a_silent_member_loses_its_partitions_after_the_session_timeout() {
         "moved before the session expired: {took:?}"
     );
     a.leave().await.expect("a leaves");
+    remove_topics(&client).await;
 }
 
 #[tokio::test]
@@ -367,6 +378,7 @@ async fn a_new_member_resumes_at_the_committed_offset_with_its_metadata() {
     let offsets: Vec<i64> = sb.records[&tp].iter().map(|r| r.offset).collect();
     assert_eq!(offsets, (12..20).collect::<Vec<_>>());
     b.leave().await.expect("b leaves");
+    remove_topics(&client).await;
 }
 
 #[derive(Clone, Default)]
@@ -495,6 +507,7 @@ async fn the_bus_provisions_publishes_and_joins() {
     }
     assert_eq!(got, 1);
     c.leave().await.expect("leaves");
+    remove_topics(bus.client()).await;
 }
 
 #[tokio::test]
@@ -570,4 +583,5 @@ async fn a_fenced_member_revokes_everything_then_rejoins() {
     .await
     .expect("commits again after rejoining");
     a.leave().await.expect("leaves");
+    remove_topics(&client).await;
 }
