@@ -264,37 +264,12 @@ pub async fn expect_scenario_figures(
     );
     assert_eq!(d["unique_purchasers"], json!(2));
 
-    let by_views = app
-        .call(
-            "GET",
-            "/admin/analytics/popular?sort_by=views&limit=3",
-            Some(&app.admin_token),
-            None,
-        )
-        .await?;
-    let ids: Vec<i64> = by_views.body["items"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["book_id"].as_i64()).collect())
-        .unwrap_or_default();
     assert_eq!(
-        ids,
+        popular(app, "views", 3).await?,
         vec![dune, poems, solaris],
-        "ties broken by lower id; body {}",
-        by_views.body
+        "ties broken by lower id"
     );
-    let by_revenue = app
-        .call(
-            "GET",
-            "/admin/analytics/popular?sort_by=revenue&limit=2",
-            Some(&app.admin_token),
-            None,
-        )
-        .await?;
-    let ids: Vec<i64> = by_revenue.body["items"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["book_id"].as_i64()).collect())
-        .unwrap_or_default();
-    assert_eq!(ids, vec![dune, solaris]);
+    assert_eq!(popular(app, "revenue", 2).await?, vec![dune, solaris]);
 
     let history = app
         .call(
@@ -310,4 +285,15 @@ pub async fn expect_scenario_figures(
         .unwrap_or_default();
     assert_eq!(views, 6, "the windows add up to the total");
     Ok(())
+}
+
+/// The book ids of the admin's popular list, in order.
+async fn popular(app: &TestApp, sort_by: &str, limit: u32) -> anyhow::Result<Vec<i64>> {
+    let path = format!("/admin/analytics/popular?sort_by={sort_by}&limit={limit}");
+    let r = app.call("GET", &path, Some(&app.admin_token), None).await?;
+    anyhow::ensure!(r.status == 200, "{path}: {r:?}");
+    Ok(r.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["book_id"].as_i64()).collect())
+        .unwrap_or_default())
 }
