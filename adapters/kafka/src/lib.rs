@@ -6,7 +6,10 @@
 //! - [`config`]: [`KafkaConfig`], one set of settings (brokers, TLS, SASL, batching,
 //!   timeouts, topic prefix) for every connection the adapter opens.
 //! - [`client`]: [`KafkaClient`], the connected entry point; topic provisioning
-//!   ([`KafkaClient::ensure_topics`]) with the catalog's partition counts.
+//!   ([`KafkaClient::ensure_topics`]) with the catalog's partition counts, and its reverse
+//!   ([`KafkaClient::delete_topics`]) for tearing down an isolated run.
+//! - `leaders`: keeps rskafka's cached partition leaders from going stale after a broker
+//!   restart (refreshed whenever a partition operation fails or the coordinator returns).
 //! - [`publisher`]: [`KafkaPublisher`], per-partition batching with a bounded in-flight
 //!   budget, acks=all.
 //! - [`group`]: [`KafkaGroupConsumer`], a member of a consumer group (KIP-848
