@@ -28,12 +28,13 @@ use folio_domain::ports::{ConsumerEvent, MessageBus, OutgoingRecord};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaBus;
 
-use folio_tests::bench::{best, kafka_tool, load_average, setup};
+use folio_tests::bench::{best, load_average, setup};
+use folio_tests::kafka_env::KafkaEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let run = setup("consume")?;
-    let (bootstrap, n, rounds) = (run.bootstrap.as_str(), run.n, run.rounds);
+    let run = setup("consume").await;
+    let (n, rounds) = (run.n, run.rounds);
     let cfg = &run.cfg;
     let topic = cfg.topic_name(Topic::BookViews);
     let bus = KafkaBus::connect(cfg.clone()).await?;
@@ -53,11 +54,12 @@ async fn main() -> anyhow::Result<()> {
         println!("round {round}: folio fetch + decode + aggregate {rate:>10.0} events/s");
         folio.push(rate);
         let rate = consumer_perf_test(
-            bootstrap,
+            &run.env,
             &topic,
             &format!("{}tool-{round}", cfg.group_prefix),
             n,
-        )?;
+        )
+        .await?;
         println!("round {round}: kafka-consumer-perf-test (fetch)  {rate:>10.0} records/s");
         tool.push(rate);
     }
@@ -68,7 +70,6 @@ async fn main() -> anyhow::Result<()> {
         best(&folio) / best(&tool),
         load_average()
     );
-    bus.client().delete_topics(&[Topic::BookViews]).await?;
     Ok(())
 }
 
@@ -145,11 +146,13 @@ async fn consume_with_folio(bus: &KafkaBus, group: &str, n: usize) -> anyhow::Re
 }
 
 /// Runs Kafka's consumer performance tool; returns its `fetch.nMsg.sec`.
-fn consumer_perf_test(bootstrap: &str, topic: &str, group: &str, n: usize) -> anyhow::Result<f64> {
+async fn consumer_perf_test(
+    env: &KafkaEnv,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
     let args = [
-        "consumer-perf-test",
-        "--bootstrap-server",
-        bootstrap,
         "--topic",
         topic,
         "--group",
@@ -160,7 +163,7 @@ fn consumer_perf_test(bootstrap: &str, topic: &str, group: &str, n: usize) -> an
         "60000",
     ]
     .map(String::from);
-    let text = kafka_tool(&args)?;
+    let text = env.tool("consumer-perf-test", &args, None).await?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines
         .find(|l| l.contains("fetch.nMsg.sec"))

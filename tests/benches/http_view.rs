@@ -27,7 +27,7 @@ use folio_domain::Result as DomainResult;
 use folio_kafka::KafkaBus;
 use folio_memory::MemoryBus;
 use folio_tests::app::{spawn_app_with, AppOptions};
-use folio_tests::bench::{env_or, load_average, setup, Setup};
+use folio_tests::bench::{env_or, load_average, setup};
 
 /// The in-process bus, except that records published to it are dropped.
 struct NullBus(MemoryBus);
@@ -151,10 +151,11 @@ async fn views_on_kafka(bus: &KafkaBus) -> anyhow::Result<i64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Setup { cfg, rounds, .. } = setup("http")?;
+    let run = setup("http").await;
+    let rounds = run.rounds;
     let seconds = env_or("FOLIO_BENCH_SECONDS", 10);
     let connections = env_or("FOLIO_BENCH_CONNECTIONS", 32);
-    let kafka = Arc::new(KafkaBus::connect(cfg).await?);
+    let kafka = Arc::new(KafkaBus::connect(run.cfg.clone()).await?);
     kafka.provision().await?;
     println!(
         "GET /api/v1/books/{{id}} as a reader, {connections} connections, {seconds} s per round; load average {}",
@@ -198,6 +199,5 @@ async fn main() -> anyhow::Result<()> {
         best_kafka / best_null,
         load_average()
     );
-    kafka.client().delete_topics(&Topic::ALL).await?;
     Ok(())
 }

@@ -32,7 +32,7 @@ const GRACE: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let run = setup("latency")?;
+    let run = setup("latency").await;
     let seconds = env_or("FOLIO_BENCH_SECONDS", 30);
     let database_url = match std::env::var("DATABASE_URL") {
         Ok(url) if url.starts_with("postgres") => Some(folio_sql::fresh_schema_url(&url).await?),
@@ -158,9 +158,6 @@ async fn main() -> anyhow::Result<()> {
     Arc::into_inner(app)
         .ok_or_else(|| anyhow::anyhow!("the app is still shared"))?
         .stop()
-        .await?;
-    bus.client()
-        .delete_topics(&folio_domain::topics::Topic::ALL)
         .await?;
     if let Some(url) = database_url {
         folio_sql::drop_fresh_schema(&url).await?;

@@ -21,14 +21,15 @@ use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaClient;
 
-use folio_tests::bench::{best, kafka_tool, load_average, setup};
+use folio_tests::bench::{best, load_average, setup};
+use folio_tests::kafka_env::KafkaEnv;
 
 const VALUE_BYTES: usize = 150;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let run = setup("publish")?;
-    let (bootstrap, n, rounds) = (run.bootstrap.as_str(), run.n, run.rounds);
+    let run = setup("publish").await;
+    let (n, rounds) = (run.n, run.rounds);
     let cfg = &run.cfg;
     let topic = cfg.topic_name(Topic::BookViews);
     let client = KafkaClient::connect(cfg.clone()).await?;
@@ -45,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         let rate = publish_with_folio(&client, n).await?;
         println!("round {round}: folio publisher        {rate:>10.0} records/s");
         folio.push(rate);
-        let rate = producer_perf_test(bootstrap, &topic, n)?;
+        let rate = producer_perf_test(&run.env, &topic, n).await?;
         println!("round {round}: kafka-producer-perf-test {rate:>10.0} records/s");
         tool.push(rate);
     }
@@ -57,7 +58,6 @@ async fn main() -> anyhow::Result<()> {
         best(&folio) / best(&tool),
         load_average()
     );
-    client.delete_topics(&[Topic::BookViews]).await?;
     Ok(())
 }
 
@@ -94,9 +94,8 @@ async fn publish_with_folio(client: &KafkaClient, n: usize) -> anyhow::Result<f6
 }
 
 /// Runs Kafka's producer performance tool; returns the records per second it reports.
-fn producer_perf_test(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<f64> {
+async fn producer_perf_test(env: &KafkaEnv, topic: &str, n: usize) -> anyhow::Result<f64> {
     let args = [
-        "producer-perf-test",
         "--topic",
         topic,
         "--num-records",
@@ -106,11 +105,11 @@ fn producer_perf_test(bootstrap: &str, topic: &str, n: usize) -> anyhow::Result<
         "--throughput",
         "-1",
         "--producer-props",
-        &format!("bootstrap.servers={bootstrap}"),
+        &format!("bootstrap.servers={}", env.tool_bootstrap()),
         "acks=all",
     ]
     .map(String::from);
-    let text = kafka_tool(&args)?;
+    let text = env.tool_as_given("producer-perf-test", &args, None).await?;
     // The last line: "N records sent, R records/sec (M MB/sec), ...".
     let summary = text
         .lines()

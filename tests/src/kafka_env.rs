@@ -283,20 +283,41 @@ impl KafkaEnv {
         args: &[String],
         stdin: Option<Vec<u8>>,
     ) -> anyhow::Result<String> {
+        let mut full = vec![
+            "--bootstrap-server".to_string(),
+            self.tool_bootstrap().to_string(),
+        ];
+        full.extend_from_slice(args);
+        self.tool_as_given(tool, &full, stdin).await
+    }
+
+    /// Where Kafka's tools reach the broker: the host address, or the container's internal
+    /// listener.
+    pub fn tool_bootstrap(&self) -> &str {
+        match &self.cli {
+            Cli::Local { .. } => &self.bootstrap,
+            Cli::Container { .. } => "localhost:19094",
+        }
+    }
+
+    /// [`KafkaEnv::tool`] with `args` exactly as given, for the tools that name the broker
+    /// another way (`producer-perf-test` takes it in `--producer-props`).
+    pub async fn tool_as_given(
+        &self,
+        tool: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+    ) -> anyhow::Result<String> {
         let mut cmd = match &self.cli {
             Cli::Local { script } => {
                 let mut c = Command::new(script);
-                c.arg("tool")
-                    .arg(tool)
-                    .arg("--bootstrap-server")
-                    .arg(&self.bootstrap);
+                c.arg("tool").arg(tool);
                 c
             }
             Cli::Container { id } => {
                 let mut c = Command::new("docker");
                 c.args(["exec", "-i", id])
-                    .arg(format!("/opt/kafka/bin/kafka-{tool}.sh"))
-                    .args(["--bootstrap-server", "localhost:19094"]);
+                    .arg(format!("/opt/kafka/bin/kafka-{tool}.sh"));
                 c
             }
         };
