@@ -45,7 +45,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rskafka::client::error::{Error as RsError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::{OffsetAt, PartitionClient};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -719,19 +719,14 @@ impl GroupConsumer for KafkaGroupConsumer {
                     let name = self.client.cfg.topic_name(tp.topic);
                     let pc = tokio::time::timeout(
                         limit,
-                        self.client.rs.partition_client(
-                            name,
-                            tp.partition,
-                            UnknownTopicHandling::Retry,
-                        ),
+                        self.client.partition_client(name, tp.partition),
                     )
                     .await
-                    .map_err(|_| unavailable(format!("no leader for {tp} within {limit:?}")))
-                    .and_then(|r| r.map_err(|e| from_rskafka("partition leader", e)))
-                    .inspect_err(|_| {
+                    .map_err(|_| {
                         self.client
-                            .leaders_in_doubt("no partition leader for the high watermark")
-                    })?;
+                            .leaders_in_doubt("no partition leader for the high watermark");
+                        unavailable(format!("no leader for {tp} within {limit:?}"))
+                    })??;
                     let pc = Arc::new(pc);
                     self.watermarks.insert(*tp, pc.clone());
                     pc
@@ -1086,15 +1081,10 @@ async fn run_fetcher(
     let name = cfg.topic_name(tp.topic);
     let mut backoff = Duration::from_millis(100);
     let pc = loop {
-        match client
-            .rs
-            .partition_client(name.clone(), tp.partition, UnknownTopicHandling::Retry)
-            .await
-        {
+        match client.partition_client(name.clone(), tp.partition).await {
             Ok(pc) => break pc,
             Err(e) => {
-                state.set_error(Some(from_rskafka("partition leader", e).to_string()));
-                client.leaders_in_doubt("no partition leader for a fetcher");
+                state.set_error(Some(e.to_string()));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

@@ -19,10 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use folio_domain::topics::Topic;
+use folio_domain::Result;
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::client::KafkaClient;
+use crate::errors::from_rskafka;
 use crate::wire::{connect_any, ConnectSettings, WireError};
 
 /// Topic error UNKNOWN_TOPIC_OR_PARTITION: a catalog topic that was never provisioned
@@ -39,6 +42,22 @@ pub(crate) struct LeaderWatch {
 }
 
 impl KafkaClient {
+    /// A client for one partition of a broker-side topic. A failed leader lookup puts the
+    /// cached leaders in doubt before it is returned, so every caller gets the refresh.
+    pub(crate) async fn partition_client(
+        &self,
+        topic: String,
+        partition: i32,
+    ) -> Result<PartitionClient> {
+        self.rs
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| {
+                self.leaders_in_doubt("no partition leader");
+                from_rskafka("partition leader", e)
+            })
+    }
+
     /// Something suggests the cached partition leaders may be wrong; refresh them in the
     /// background (see the module docs). Cheap to call often.
     pub(crate) fn leaders_in_doubt(&self, why: &'static str) {

@@ -18,7 +18,7 @@ use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
 use rskafka::chrono::Utc;
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::PartitionClient;
 use rskafka::record::Record as RsRecord;
 use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
 use tokio::time::Instant;
@@ -307,10 +307,8 @@ async fn produce(
     if client.is_none() {
         let c = shared
             .client
-            .rs
-            .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
-            .await
-            .map_err(|e| from_rskafka("partition leader", e))?;
+            .partition_client(topic.to_string(), partition)
+            .await?;
         *client = Some(c);
     }
     let Some(c) = client.as_ref() else {
