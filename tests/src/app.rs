@@ -172,6 +172,18 @@ impl TestApp {
         })
     }
 
+    /// [`call`](Self::call) for its status alone; the token as the scenario holds it.
+    pub async fn status(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&String>,
+        body: Option<Value>,
+    ) -> anyhow::Result<u16> {
+        let token = token.map(String::as_str);
+        Ok(self.call(method, path, token, body).await?.status)
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
         let r = self
             .call(

@@ -45,29 +45,17 @@ pub async fn scenario_actions(app: &TestApp) -> anyhow::Result<ScenarioBooks> {
     let cat = app.register("cat@example.org", "Cat").await?;
 
     // Views: two logged in and two anonymous of Dune, one each of Poems and Solaris.
-    for token in [Some(&ann), Some(&bob), None, None] {
-        let r = app
-            .call(
-                "GET",
-                &format!("/books/{dune}"),
-                token.map(String::as_str),
-                None,
-            )
-            .await?;
-        assert_eq!(r.status, 200);
+    for (token, book) in [
+        (Some(&ann), dune),
+        (Some(&bob), dune),
+        (None, dune),
+        (None, dune),
+        (Some(&cat), poems),
+        (Some(&ann), solaris),
+    ] {
+        let path = format!("/books/{book}");
+        assert_eq!(app.status("GET", &path, token, None).await?, 200, "{path}");
     }
-    assert_eq!(
-        app.call("GET", &format!("/books/{poems}"), Some(&cat), None)
-            .await?
-            .status,
-        200
-    );
-    assert_eq!(
-        app.call("GET", &format!("/books/{solaris}"), Some(&ann), None)
-            .await?
-            .status,
-        200
-    );
 
     // Purchases and downloads.
     let (status, _) = app.download(dune, &ann).await?;
@@ -84,10 +72,12 @@ pub async fn scenario_actions(app: &TestApp) -> anyhow::Result<ScenarioBooks> {
         assert_eq!(r.status, 201, "{r:?}");
         assert_eq!(r.body["status"], "COMPLETED");
     }
-    let again = app
-        .call("POST", &format!("/books/{dune}/purchase"), Some(&ann), None)
-        .await?;
-    assert_eq!(again.status, 409, "bought once");
+    let path = format!("/books/{dune}/purchase");
+    assert_eq!(
+        app.status("POST", &path, Some(&ann), None).await?,
+        409,
+        "bought once"
+    );
     assert_eq!(
         app.download(dune, &ann).await?,
         (200, b"dune bytes".to_vec())
@@ -99,28 +89,13 @@ pub async fn scenario_actions(app: &TestApp) -> anyhow::Result<ScenarioBooks> {
 
     // Reviews (one updated) and ratings (one updated).
     let review = |text: &str| Some(json!({ "text": text }));
-    assert_eq!(
-        app.call(
-            "POST",
-            &format!("/books/{dune}/reviews"),
-            Some(&ann),
-            review("A classic.")
-        )
-        .await?
-        .status,
-        201
-    );
-    assert_eq!(
-        app.call(
-            "POST",
-            &format!("/books/{dune}/reviews"),
-            Some(&bob),
-            review("Too long for me")
-        )
-        .await?
-        .status,
-        201
-    );
+    for (token, text) in [(&ann, "A classic."), (&bob, "Too long for me")] {
+        let path = format!("/books/{dune}/reviews");
+        assert_eq!(
+            app.status("POST", &path, Some(token), review(text)).await?,
+            201
+        );
+    }
     let upd = app
         .call(
             "PUT",
@@ -134,39 +109,10 @@ pub async fn scenario_actions(app: &TestApp) -> anyhow::Result<ScenarioBooks> {
         (200, json!(10))
     );
     let rate = |n: i64| Some(json!({ "rating": n }));
-    assert_eq!(
-        app.call(
-            "POST",
-            &format!("/books/{dune}/ratings"),
-            Some(&ann),
-            rate(3)
-        )
-        .await?
-        .status,
-        201
-    );
-    assert_eq!(
-        app.call(
-            "POST",
-            &format!("/books/{dune}/ratings"),
-            Some(&bob),
-            rate(4)
-        )
-        .await?
-        .status,
-        201
-    );
-    assert_eq!(
-        app.call(
-            "POST",
-            &format!("/books/{poems}/ratings"),
-            Some(&cat),
-            rate(2)
-        )
-        .await?
-        .status,
-        201
-    );
+    for (token, book, n) in [(&ann, dune, 3), (&bob, dune, 4), (&cat, poems, 2)] {
+        let path = format!("/books/{book}/ratings");
+        assert_eq!(app.status("POST", &path, Some(token), rate(n)).await?, 201);
+    }
     let upd = app
         .call(
             "PUT",
