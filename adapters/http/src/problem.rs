@@ -7,12 +7,14 @@
 //!   parameter, no route, a missing bearer token...), which [`render_error`] turns into a
 //!   problem that keeps their status and message.
 
+use std::marker::PhantomData;
+
 use folio_domain::Error;
 use poem::error::{MethodNotAllowedError, NotFoundError, ResponseError};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::error::{AuthorizationError, ParseRequestPayloadError};
-use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OperationId};
 use tracing::{error, warn};
@@ -178,33 +180,110 @@ impl ResponseError for ApiError {
     }
 }
 
-/// In the OpenAPI document every operation may answer any 4XX or 5XX with a problem.
-impl ApiResponse for ApiError {
-    fn meta() -> MetaResponses {
-        let content = || {
-            vec![MetaMediaType {
-                content_type: PROBLEM_JSON,
-                schema: Problem::schema_ref(),
-            }]
-        };
-        MetaResponses {
-            responses: vec![
-                MetaResponse {
-                    description: "The request was refused; the problem says why.",
-                    status: None,
-                    status_range: Some("4XX".into()),
-                    content: content(),
-                    headers: vec![],
-                },
-                MetaResponse {
-                    description: "The server or one of its dependencies failed.",
-                    status: None,
-                    status_range: Some("5XX".into()),
-                    content: content(),
-                    headers: vec![],
-                },
-            ],
+/// The problem statuses one operation can answer with, as its OpenAPI document lists
+/// them. Declared next to each handler with [`statuses!`](crate::statuses); 500 and 503
+/// ([`ALWAYS`]) are added to every list.
+pub trait Statuses: Send + Sync + 'static {
+    const LIST: &'static [u16];
+}
+
+/// Statuses any operation can answer with: an unexpected failure, and a database or event
+/// bus that does not answer.
+pub const ALWAYS: [u16; 2] = [500, 503];
+
+/// Declares marker types for [`Refusal`], one per set of statuses:
+/// `statuses! { GetBook = [400, 401, 404, 422]; }`.
+#[macro_export]
+macro_rules! statuses {
+    ($($(#[$meta:meta])* $name:ident = [$($status:literal),* $(,)?];)*) => {$(
+        $(#[$meta])*
+        pub struct $name;
+        impl $crate::problem::Statuses for $name {
+            const LIST: &'static [u16] = &[$($status),*];
         }
+    )*};
+}
+
+/// A handler's error: an [`ApiError`] whose possible statuses `S` lists in the OpenAPI
+/// document. It leaves as the `ApiError` it carries, so the problem boundary renders it
+/// like any other.
+pub struct Refusal<S>(ApiError, PhantomData<S>);
+
+impl<S> std::fmt::Debug for Refusal<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S> From<ApiError> for Refusal<S> {
+    fn from(e: ApiError) -> Self {
+        Refusal(e, PhantomData)
+    }
+}
+
+impl<S> From<Error> for Refusal<S> {
+    fn from(e: Error) -> Self {
+        Refusal(e.into(), PhantomData)
+    }
+}
+
+impl<S> From<Refusal<S>> for poem::Error {
+    fn from(r: Refusal<S>) -> Self {
+        r.0.into()
+    }
+}
+
+/// What each status means, in the words of folio's API.
+fn meaning(status: u16) -> &'static str {
+    match status {
+        400 => "The request could not be parsed: a path or query parameter, or the body.",
+        401 => "Not authenticated: the bearer token is missing, malformed, expired or forged (for sign-in: the e-mail or password is wrong).",
+        402 => "The book has to be bought before it can be downloaded.",
+        403 => "The caller's role may not do this.",
+        404 => "The book, or the caller's review or rating of it, does not exist.",
+        409 => "It conflicts with what exists: already bought, reviewed or rated, or the e-mail is taken.",
+        413 => "The body is larger than this operation accepts.",
+        415 => "The body's content type is not the one this operation takes.",
+        422 => "The request parses but breaks a rule; the detail names every one.",
+        500 => "An unexpected failure; it has been logged.",
+        503 => "The database or the event bus does not answer; retry after Retry-After seconds.",
+        _ => "The problem says what went wrong.",
+    }
+}
+
+impl<S: Statuses> ApiResponse for Refusal<S> {
+    fn meta() -> MetaResponses {
+        let header = |name: &str, description: &str| MetaHeader {
+            name: name.into(),
+            description: Some(description.into()),
+            required: true,
+            deprecated: false,
+            schema: String::schema_ref(),
+        };
+        let mut statuses: Vec<u16> = S::LIST.iter().copied().chain(ALWAYS).collect();
+        statuses.sort_unstable();
+        statuses.dedup();
+        let responses = statuses
+            .into_iter()
+            .map(|status| MetaResponse {
+                description: meaning(status),
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: PROBLEM_JSON,
+                    schema: Problem::schema_ref(),
+                }],
+                headers: match status {
+                    401 => vec![header(
+                        "WWW-Authenticate",
+                        "The scheme to authenticate with.",
+                    )],
+                    503 => vec![header("Retry-After", "Seconds to wait before retrying.")],
+                    _ => vec![],
+                },
+            })
+            .collect();
+        MetaResponses { responses }
     }
 
     fn register(registry: &mut Registry) {
@@ -212,8 +291,12 @@ impl ApiResponse for ApiError {
     }
 }
 
-/// Handlers' result type.
+/// The result of a helper that handlers call; its error becomes the handler's
+/// [`Refusal`] with `?`.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A handler's result: `T`, or a problem with one of the statuses `S` lists.
+pub type Answer<T, S> = Result<T, Refusal<S>>;
 
 /// Turns any error that reached the edge into a problem response for `path`.
 pub fn render_error(err: poem::Error, method: &str, path: &str) -> Response {

@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{LoginRequest, RegisterRequest, TokenResponse, UserResponse};
 use super::{ApiTags, BearerAuth, JsonBody};
-use crate::problem::ApiResult;
+use crate::problem::Answer;
 
 /// Accounts and tokens.
 pub struct AccountsApi;
@@ -17,6 +17,15 @@ enum Registered {
     /// The account exists and the caller is signed in.
     #[oai(status = 201)]
     Created(Json<TokenResponse>),
+}
+
+crate::statuses! {
+    /// `register`
+    Register = [400, 409, 413, 415, 422];
+    /// `login`
+    Login = [400, 401, 413, 415];
+    /// `me`
+    Me = [401];
 }
 
 #[OpenApi(prefix_path = "/auth", tag = "ApiTags::Auth")]
@@ -30,7 +39,7 @@ impl AccountsApi {
         &self,
         store: Data<&Bookstore>,
         body: JsonBody<RegisterRequest>,
-    ) -> ApiResult<Registered> {
+    ) -> Answer<Registered, Register> {
         let token = store
             .register(&body.email, &body.password, &body.display_name)
             .await?;
@@ -45,14 +54,18 @@ impl AccountsApi {
         &self,
         store: Data<&Bookstore>,
         body: JsonBody<LoginRequest>,
-    ) -> ApiResult<Json<TokenResponse>> {
+    ) -> Answer<Json<TokenResponse>, Login> {
         let token = store.login(&body.email, &body.password).await?;
         Ok(Json(token.into()))
     }
 
     /// The current user
     #[oai(path = "/me", method = "get", operation_id = "me")]
-    async fn me(&self, store: Data<&Bookstore>, auth: BearerAuth) -> ApiResult<Json<UserResponse>> {
+    async fn me(
+        &self,
+        store: Data<&Bookstore>,
+        auth: BearerAuth,
+    ) -> Answer<Json<UserResponse>, Me> {
         Ok(Json(store.me(auth.0).await?.into()))
     }
 }

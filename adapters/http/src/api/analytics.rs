@@ -15,7 +15,7 @@ use super::models::{
     Timestamp,
 };
 use super::{book_id, ApiTags, BearerAuth};
-use crate::problem::ApiResult;
+use crate::problem::Answer;
 
 /// Admin statistics.
 pub struct AnalyticsApi;
@@ -23,8 +23,8 @@ pub struct AnalyticsApi;
 fn range(
     from: Query<Option<DateTime<Utc>>>,
     to: Query<Option<DateTime<Utc>>>,
-) -> ApiResult<TimeRange> {
-    Ok(TimeRange::new(from.0, to.0)?)
+) -> folio_domain::Result<TimeRange> {
+    TimeRange::new(from.0, to.0)
 }
 
 fn default_limit() -> u32 {
@@ -33,6 +33,19 @@ fn default_limit() -> u32 {
 
 fn default_sort() -> SortBy {
     SortBy::Views
+}
+
+crate::statuses! {
+    /// `book_stats`
+    BookStats = [400, 401, 403, 404, 422];
+    /// `book_history`
+    BookHistory = [400, 401, 403, 404, 422];
+    /// `overview`
+    Overview = [400, 401, 403, 422];
+    /// `overview_history`
+    OverviewHistory = [400, 401, 403, 422];
+    /// `popular`
+    Popular = [400, 401, 403, 422];
 }
 
 #[OpenApi(prefix_path = "/admin/analytics", tag = "ApiTags::Analytics")]
@@ -51,7 +64,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<BookStatsResponse>> {
+    ) -> Answer<Json<BookStatsResponse>, BookStats> {
         let id = book_id(id.0)?;
         let range = range(from, to)?;
         let stats = store.book_stats(auth.0, id, range).await?;
@@ -77,7 +90,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<BookHistoryResponse>> {
+    ) -> Answer<Json<BookHistoryResponse>, BookHistory> {
         let id = book_id(id.0)?;
         let range = range(from, to)?;
         let currency = store.config().currency;
@@ -105,7 +118,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<OverviewResponse>> {
+    ) -> Answer<Json<OverviewResponse>, Overview> {
         let range = range(from, to)?;
         let overview = store.overview(auth.0, range).await?;
         Ok(Json(OverviewResponse::new(
@@ -129,7 +142,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<OverviewHistoryResponse>> {
+    ) -> Answer<Json<OverviewHistoryResponse>, OverviewHistory> {
         let range = range(from, to)?;
         let currency = store.config().currency;
         let windows = store.overview_history(auth.0, range).await?;
@@ -161,7 +174,7 @@ impl AnalyticsApi {
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
         to: Query<Option<DateTime<Utc>>>,
-    ) -> ApiResult<Json<PopularResponse>> {
+    ) -> Answer<Json<PopularResponse>, Popular> {
         let range = range(from, to)?;
         let currency = store.config().currency;
         let items = store

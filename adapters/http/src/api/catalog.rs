@@ -12,7 +12,7 @@ use super::models::{BookPage, BookRequest, BookResponse, FileInfoResponse};
 use super::{
     book_id, check_content_length, read_limited, ApiTags, BearerAuth, JsonBody, MaybeAuth, RawBody,
 };
-use crate::problem::ApiResult;
+use crate::problem::Answer;
 
 /// The catalog.
 pub struct CatalogApi;
@@ -62,6 +62,21 @@ fn default_file_name(id: i64, content_type: &str) -> String {
     format!("book-{id}.{ext}")
 }
 
+crate::statuses! {
+    /// `list_books`
+    ListBooks = [400, 422];
+    /// `get_book`
+    GetBook = [400, 401, 404, 422];
+    /// `create_book`
+    CreateBook = [400, 401, 403, 413, 415, 422];
+    /// `update_book`
+    UpdateBook = [400, 401, 403, 404, 413, 415, 422];
+    /// `delete_book`
+    DeleteBook = [400, 401, 403, 404, 422];
+    /// `upload_book_file`
+    UploadBookFile = [400, 401, 403, 404, 413, 422];
+}
+
 #[OpenApi(prefix_path = "/books", tag = "ApiTags::Books")]
 impl CatalogApi {
     /// List books
@@ -77,7 +92,7 @@ impl CatalogApi {
         per_page: Query<Option<u32>>,
         /// Only books of this genre.
         genre: Query<Option<String>>,
-    ) -> ApiResult<Json<BookPage>> {
+    ) -> Answer<Json<BookPage>, ListBooks> {
         let page = PageRequest::new(page.0, per_page.0)?;
         let genre = genre.0.as_deref().map(str::trim).filter(|g| !g.is_empty());
         Ok(Json(store.list_books(page, genre).await?.into()))
@@ -93,7 +108,7 @@ impl CatalogApi {
         store: Data<&Bookstore>,
         auth: MaybeAuth,
         id: Path<i64>,
-    ) -> ApiResult<Json<BookResponse>> {
+    ) -> Answer<Json<BookResponse>, GetBook> {
         let book = store.view_book(book_id(id.0)?, auth.0).await?;
         Ok(Json(book.into()))
     }
@@ -105,7 +120,7 @@ impl CatalogApi {
         store: Data<&Bookstore>,
         auth: BearerAuth,
         body: JsonBody<BookRequest>,
-    ) -> ApiResult<BookCreated> {
+    ) -> Answer<BookCreated, CreateBook> {
         let draft = body.draft(&store)?;
         let book = store.create_book(auth.0, draft).await?;
         Ok(BookCreated::Created(Json(book.into())))
@@ -119,7 +134,7 @@ impl CatalogApi {
         auth: BearerAuth,
         id: Path<i64>,
         body: JsonBody<BookRequest>,
-    ) -> ApiResult<Json<BookResponse>> {
+    ) -> Answer<Json<BookResponse>, UpdateBook> {
         let id = book_id(id.0)?;
         let draft = body.draft(&store)?;
         Ok(Json(store.update_book(auth.0, id, draft).await?.into()))
@@ -132,7 +147,7 @@ impl CatalogApi {
         store: Data<&Bookstore>,
         auth: BearerAuth,
         id: Path<i64>,
-    ) -> ApiResult<BookDeleted> {
+    ) -> Answer<BookDeleted, DeleteBook> {
         store.delete_book(auth.0, book_id(id.0)?).await?;
         Ok(BookDeleted::NoContent)
     }
@@ -151,7 +166,7 @@ impl CatalogApi {
         /// The name downloads get (default `book-<id>.<ext>`).
         file_name: Query<Option<String>>,
         body: RawBody,
-    ) -> ApiResult<Json<FileInfoResponse>> {
+    ) -> Answer<Json<FileInfoResponse>, UploadBookFile> {
         let id = book_id(id.0)?;
         // Who may upload is checked before a byte of a possibly large body is read.
         auth.0.require_admin()?;

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use super::models::PurchaseResponse;
 use super::{book_id, check_content_length, read_limited, ApiTags, BearerAuth, RawBody};
-use crate::problem::ApiResult;
+use crate::problem::Answer;
 
 /// The header carrying the payment provider's signature of a webhook body.
 pub const SIGNATURE_HEADER: &str = "X-Folio-Signature";
@@ -145,6 +145,15 @@ impl ApiResponse for FileDownload {
     fn register(_registry: &mut Registry) {}
 }
 
+crate::statuses! {
+    /// `purchase_book`
+    PurchaseBook = [400, 401, 402, 404, 409, 422];
+    /// `payment_webhook`
+    PaymentWebhook = [400, 401, 404, 409, 413, 422];
+    /// `download_book`
+    DownloadBook = [400, 401, 402, 404, 422];
+}
+
 #[OpenApi(tag = "ApiTags::Purchases")]
 impl CommerceApi {
     /// Buy a book
@@ -162,7 +171,7 @@ impl CommerceApi {
         store: Data<&Bookstore>,
         auth: BearerAuth,
         id: Path<i64>,
-    ) -> ApiResult<PurchaseOutcome> {
+    ) -> Answer<PurchaseOutcome, PurchaseBook> {
         let purchase = store.purchase(auth.0, book_id(id.0)?).await?;
         Ok(match purchase.status {
             PurchaseStatus::Completed => PurchaseOutcome::Completed(Json(purchase.into())),
@@ -190,7 +199,7 @@ impl CommerceApi {
         #[oai(name = "X-Folio-Signature")]
         signature: Header<Option<String>>,
         body: RawBody,
-    ) -> ApiResult<Json<PurchaseResponse>> {
+    ) -> Answer<Json<PurchaseResponse>, PaymentWebhook> {
         check_content_length(req, MAX_WEBHOOK_BYTES, "notification")?;
         let body = read_limited(body.0, MAX_WEBHOOK_BYTES, "notification").await?;
         let purchase = store.payment_webhook(&body, signature.0.as_deref()).await?;
@@ -211,7 +220,7 @@ impl CommerceApi {
         store: Data<&Bookstore>,
         auth: BearerAuth,
         id: Path<i64>,
-    ) -> ApiResult<FileDownload> {
+    ) -> Answer<FileDownload, DownloadBook> {
         Ok(store.download(auth.0, book_id(id.0)?).await?.into())
     }
 }

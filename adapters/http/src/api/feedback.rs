@@ -12,7 +12,7 @@ use super::models::{
     ReviewUpdateResponse,
 };
 use super::{book_id, ApiTags, BearerAuth, JsonBody};
-use crate::problem::ApiResult;
+use crate::problem::Answer;
 
 /// Reviews and ratings.
 pub struct FeedbackApi;
@@ -29,6 +29,19 @@ enum RatingCreated {
     Created(Json<RatingResponse>),
 }
 
+crate::statuses! {
+    /// `create_review`
+    CreateReview = [400, 401, 404, 409, 413, 415, 422];
+    /// `update_my_review`
+    UpdateMyReview = [400, 401, 404, 413, 415, 422];
+    /// `list_reviews`
+    ListReviews = [400, 404, 422];
+    /// `create_rating`
+    CreateRating = [400, 401, 404, 409, 413, 415, 422];
+    /// `update_my_rating`
+    UpdateMyRating = [400, 401, 404, 413, 415, 422];
+}
+
 #[OpenApi(prefix_path = "/books", tag = "ApiTags::Feedback")]
 impl FeedbackApi {
     /// Review a book
@@ -41,7 +54,7 @@ impl FeedbackApi {
         auth: BearerAuth,
         id: Path<i64>,
         body: JsonBody<ReviewRequest>,
-    ) -> ApiResult<ReviewCreated> {
+    ) -> Answer<ReviewCreated, CreateReview> {
         let review = store
             .create_review(auth.0, book_id(id.0)?, &body.text)
             .await?;
@@ -62,7 +75,7 @@ impl FeedbackApi {
         auth: BearerAuth,
         id: Path<i64>,
         body: JsonBody<ReviewRequest>,
-    ) -> ApiResult<Json<ReviewUpdateResponse>> {
+    ) -> Answer<Json<ReviewUpdateResponse>, UpdateMyReview> {
         let update = store
             .update_my_review(auth.0, book_id(id.0)?, &body.text)
             .await?;
@@ -79,7 +92,7 @@ impl FeedbackApi {
         page: Query<Option<u32>>,
         /// Page size, 1 to 100 (default 20).
         per_page: Query<Option<u32>>,
-    ) -> ApiResult<Json<ReviewPage>> {
+    ) -> Answer<Json<ReviewPage>, ListReviews> {
         let id = book_id(id.0)?;
         let page = PageRequest::new(page.0, per_page.0)?;
         Ok(Json(store.list_reviews(id, page).await?.into()))
@@ -95,7 +108,7 @@ impl FeedbackApi {
         auth: BearerAuth,
         id: Path<i64>,
         body: JsonBody<RatingRequest>,
-    ) -> ApiResult<RatingCreated> {
+    ) -> Answer<RatingCreated, CreateRating> {
         let rating = store.rate(auth.0, book_id(id.0)?, body.rating).await?;
         Ok(RatingCreated::Created(Json(rating.into())))
     }
@@ -115,7 +128,7 @@ impl FeedbackApi {
         auth: BearerAuth,
         id: Path<i64>,
         body: JsonBody<RatingRequest>,
-    ) -> ApiResult<Json<RatingUpdateResponse>> {
+    ) -> Answer<Json<RatingUpdateResponse>, UpdateMyRating> {
         let update = store
             .update_my_rating(auth.0, book_id(id.0)?, body.rating)
             .await?;

@@ -1,6 +1,7 @@
 //! The test app: the real HTTP stack over a `Bookstore` wired from folio-memory's fakes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, TimeZone, Utc};
 use folio_domain::events::Event;
@@ -12,6 +13,8 @@ use folio_memory::{ManualClock, MemoryStore, PaymentMode, RecordingPublisher, Si
 use poem::endpoint::BoxEndpoint;
 use poem::http::{HeaderMap, StatusCode};
 use poem::test::{TestClient, TestRequestBuilder};
+use poem::{Endpoint, EndpointExt};
+use poem_openapi::OperationId;
 use serde_json::{json, Value};
 
 pub const WEBHOOK_SECRET: &[u8] = b"webhook secret for tests";
@@ -93,7 +96,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             "# TYPE folio_test_gauge gauge\nfolio_test_gauge 42\n".to_string()
         })),
     };
-    let cli = TestClient::new(app(state.clone()));
+    let cli = TestClient::new(declared_statuses_only(app(state.clone())));
     let mut app = TestApp {
         cli,
         state,
@@ -110,6 +113,47 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         .await;
     app.admin = r.expect(200)["token"].as_str().expect("token").to_string();
     app
+}
+
+/// The statuses each operation's OpenAPI responses list, by operation id.
+fn declared() -> &'static HashMap<String, Vec<u16>> {
+    static DECLARED: OnceLock<HashMap<String, Vec<u16>>> = OnceLock::new();
+    DECLARED.get_or_init(|| {
+        let doc: Value = serde_json::from_str(&folio_http::openapi_json()).expect("spec");
+        let mut out = HashMap::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for op in item.as_object().expect("path item").values() {
+                let statuses = op["responses"]
+                    .as_object()
+                    .expect("responses")
+                    .keys()
+                    .map(|k| k.parse().expect("every response has an exact status"))
+                    .collect();
+                let id = op["operationId"].as_str().expect("operation id");
+                out.insert(id.to_string(), statuses);
+            }
+        }
+        out
+    })
+}
+
+/// Wraps the app so that every answer an operation gives must be one its OpenAPI document
+/// lists: each API test then also checks the document against what the code does.
+fn declared_statuses_only(ep: BoxEndpoint<'static>) -> BoxEndpoint<'static> {
+    ep.around(|ep, req| async move {
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let resp = ep.call(req).await?;
+        if let Some(op) = resp.data::<OperationId>() {
+            let status = resp.status().as_u16();
+            let listed = &declared()[op.0];
+            assert!(
+                listed.contains(&status),
+                "{method} {path} ({op}) answered {status}, which its OpenAPI responses {listed:?} do not list"
+            );
+        }
+        Ok(resp)
+    })
+    .boxed()
 }
 
 /// A response read whole.
