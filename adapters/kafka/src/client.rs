@@ -15,6 +15,7 @@ use crate::errors::from_rskafka;
 use crate::group::KafkaGroupConsumer;
 use crate::leaders::LeaderWatch;
 use crate::publisher::KafkaPublisher;
+use crate::wire::{connect_any, ConnectSettings};
 
 /// A connected Kafka client. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
@@ -22,6 +23,18 @@ pub struct KafkaClient {
     pub(crate) cfg: Arc<KafkaConfig>,
     pub(crate) rs: Arc<Client>,
     pub(crate) leaders: Arc<LeaderWatch>,
+}
+
+/// Connects once over folio's own connection and fails at once if TLS refuses the broker's
+/// certificate or the broker refuses the credentials or the mechanism. rskafka retries
+/// those like a broken connection until its deadline, then may report only that no broker
+/// answered. Any other failure here is left to rskafka's retries.
+async fn refused_settings(cfg: &KafkaConfig) -> Result<()> {
+    let settings = ConnectSettings::from_config(cfg);
+    match tokio::time::timeout(cfg.request_deadline, connect_any(&cfg.bootstrap, &settings)).await {
+        Ok(Err(e)) if e.is_refusal() => Err(e.into_domain()),
+        _ => Ok(()),
+    }
 }
 
 /// What [`KafkaClient::ensure_topics`] found and did.
@@ -53,6 +66,9 @@ impl KafkaClient {
         }
         if let Some(sasl) = &cfg.sasl {
             b = b.sasl_config(sasl.to_rskafka());
+        }
+        if cfg.sasl.is_some() || cfg.tls.is_some() {
+            refused_settings(&cfg).await?;
         }
         let deadline = cfg.request_deadline;
         let rs = tokio::time::timeout(deadline, b.build())

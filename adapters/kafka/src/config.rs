@@ -196,25 +196,41 @@ impl KafkaConfig {
     }
 }
 
+fn tls_error(e: &dyn fmt::Display) -> folio_domain::Error {
+    folio_domain::Error::Invalid(format!("kafka TLS CA certificates: {e}"))
+}
+
 /// A TLS client configuration that trusts exactly the CA certificates in `pem` (the
 /// brokers' CA), for [`KafkaConfig::tls`]. Both rskafka and folio's group connections use it.
 pub fn tls_trusting_pem(pem: &[u8]) -> folio_domain::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let bad = |e: &dyn fmt::Display| {
-        folio_domain::Error::Invalid(format!("kafka TLS CA certificates: {e}"))
-    };
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
-        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        roots
+            .add(cert.map_err(|e| tls_error(&e))?)
+            .map_err(|e| tls_error(&e))?;
     }
     if roots.is_empty() {
-        return Err(bad(&"no certificate in the PEM data"));
+        return Err(tls_error(&"no certificate in the PEM data"));
     }
+    tls_trusting(roots)
+}
+
+/// A TLS client configuration that trusts the public root CAs (Mozilla's list, built in),
+/// for brokers whose certificates a public CA signed.
+pub fn tls_trusting_public_roots() -> folio_domain::Result<Arc<rustls::ClientConfig>> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    tls_trusting(roots)
+}
+
+fn tls_trusting(roots: rustls::RootCertStore) -> folio_domain::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(&e))?
+        .map_err(|e| tls_error(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(cfg))

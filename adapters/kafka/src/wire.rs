@@ -63,6 +63,8 @@ pub(crate) enum WireError {
     },
     #[error("SASL authentication failed: {0}")]
     Sasl(String),
+    #[error("TLS with {addr} refused: {msg}")]
+    Tls { addr: String, msg: String },
 }
 
 impl WireError {
@@ -77,8 +79,16 @@ impl WireError {
         )
     }
 
+    /// True when the broker or TLS refused folio's credentials or settings: retrying
+    /// changes nothing until they are fixed.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, WireError::Sasl(_) | WireError::Tls { .. })
+    }
+
     pub(crate) fn into_domain(self) -> folio_domain::Error {
-        if self.is_connection() {
+        // A refused login or certificate leaves Kafka unusable to this process, like a
+        // broker that is down; the message says which it is.
+        if self.is_connection() || self.is_refusal() {
             folio_domain::Error::Unavailable(KAFKA, self.to_string())
         } else {
             folio_domain::Error::Internal(format!("kafka: {self}"))
@@ -273,7 +283,17 @@ impl BrokerConnection {
                 let tls = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| connect_err(format!("TLS handshake: {e}")))?;
+                    .map_err(|e| {
+                        // rustls refusing the broker (its certificate, say) is a setting to
+                        // fix, not a connection to retry.
+                        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                            Some(refused) => WireError::Tls {
+                                addr: addr.to_string(),
+                                msg: refused.to_string(),
+                            },
+                            None => connect_err(format!("TLS handshake: {e}")),
+                        }
+                    })?;
                 Box::new(tls)
             }
         };
