@@ -6,6 +6,7 @@
 //! - [`run`]: one analytics worker in group `analytics-service-group` until stopped.
 //! - [`telemetry`] and [`shutdown`]: logging and SIGTERM handling for every binary.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use clap::Args;
 use folio_domain::analytics::{parse_duration, AnalyticsWorker, StopFlag, WindowSpec, WorkerStats};
 use folio_domain::ports::{Clock, MessageBus};
 use folio_domain::topics::Topic;
+use folio_kafka::{KafkaConfig, SaslMechanism, SaslSettings};
 use tracing::info;
 
 /// The analytics service's consumer group.
@@ -55,6 +57,76 @@ pub struct BusArgs {
     /// Empty in production.
     #[arg(long, env = "FOLIO_GROUP_PREFIX", default_value = "")]
     pub group_prefix: String,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+}
+
+/// How folio authenticates to the brokers and encrypts its connections. The same settings
+/// serve every connection: producing, fetching, topic admin and the consumer group.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaSecurityArgs {
+    /// Encrypt every Kafka connection with TLS. Without KAFKA_TLS_CA_FILE the brokers'
+    /// certificates must chain to a public root CA.
+    #[arg(long, env = "KAFKA_TLS")]
+    pub kafka_tls: bool,
+    /// PEM file with the CA certificates that sign the brokers' certificates; implies
+    /// KAFKA_TLS and replaces the public roots.
+    #[arg(long, env = "KAFKA_TLS_CA_FILE")]
+    pub kafka_tls_ca_file: Option<PathBuf>,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Unset: no SASL.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = sasl_mechanism)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+    /// The SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// The SASL password.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+}
+
+fn sasl_mechanism(raw: &str) -> Result<SaslMechanism, String> {
+    SaslMechanism::parse(raw)
+        .ok_or_else(|| format!("{raw:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
+}
+
+impl KafkaSecurityArgs {
+    /// Applies the settings to `cfg`, refusing half-given ones (a mechanism without
+    /// credentials, or credentials without a mechanism) and unreadable CA files.
+    pub fn apply(&self, cfg: &mut KafkaConfig) -> anyhow::Result<()> {
+        cfg.tls = match &self.kafka_tls_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("KAFKA_TLS_CA_FILE: reading {}", path.display()))?;
+                Some(
+                    folio_kafka::tls_trusting_pem(&pem)
+                        .with_context(|| format!("KAFKA_TLS_CA_FILE {}", path.display()))?,
+                )
+            }
+            None if self.kafka_tls => Some(folio_kafka::tls_trusting_public_roots()?),
+            None => None,
+        };
+        cfg.sasl = match (
+            self.kafka_sasl_mechanism,
+            &self.kafka_sasl_username,
+            &self.kafka_sasl_password,
+        ) {
+            (None, None, None) => None,
+            (Some(mechanism), Some(username), Some(password)) => Some(SaslSettings {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (None, _, _) => anyhow::bail!(
+                "KAFKA_SASL_USERNAME or KAFKA_SASL_PASSWORD is set without KAFKA_SASL_MECHANISM \
+                 (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            ),
+            (Some(m), _, _) => anyhow::bail!(
+                "KAFKA_SASL_MECHANISM={} needs both KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+                m.name()
+            ),
+        };
+        Ok(())
+    }
 }
 
 /// The bus the arguments name. Without Kafka this is a fresh in-process bus, which only
@@ -63,9 +135,10 @@ pub async fn connect_bus(args: &BusArgs) -> anyhow::Result<Arc<dyn MessageBus>> 
     match &args.kafka_bootstrap {
         None => Ok(Arc::new(folio_memory::MemoryBus::new())),
         Some(bootstrap) => {
-            let mut cfg = folio_kafka::KafkaConfig::new(bootstrap);
+            let mut cfg = KafkaConfig::new(bootstrap);
             cfg.topic_prefix = args.topic_prefix.clone();
             cfg.group_prefix = args.group_prefix.clone();
+            args.security.apply(&mut cfg)?;
             let bus = folio_kafka::KafkaBus::connect(cfg)
                 .await
                 .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
@@ -170,5 +243,87 @@ pub mod shutdown {
             }
             tracing::info!("shutdown requested");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Built as values, not parsed: clap would also read KAFKA_* from the environment the
+    // tests run in.
+    fn applied(args: KafkaSecurityArgs) -> anyhow::Result<KafkaConfig> {
+        let mut cfg = KafkaConfig::new("127.0.0.1:9092");
+        args.apply(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    fn sasl(m: Option<&str>, user: Option<&str>, password: Option<&str>) -> KafkaSecurityArgs {
+        KafkaSecurityArgs {
+            kafka_sasl_mechanism: m.map(|m| sasl_mechanism(m).expect("known mechanism")),
+            kafka_sasl_username: user.map(String::from),
+            kafka_sasl_password: password.map(String::from),
+            ..KafkaSecurityArgs::default()
+        }
+    }
+
+    #[test]
+    fn no_security_settings_mean_plaintext_without_sasl() {
+        let cfg = applied(KafkaSecurityArgs::default()).expect("valid");
+        assert!(cfg.tls.is_none());
+        assert!(cfg.sasl.is_none());
+    }
+
+    #[test]
+    fn sasl_needs_a_mechanism_and_both_credentials() {
+        let cfg =
+            applied(sasl(Some("scram-sha-512"), Some("folio"), Some("secret"))).expect("valid");
+        assert_eq!(
+            cfg.sasl,
+            Some(SaslSettings {
+                mechanism: SaslMechanism::ScramSha512,
+                username: "folio".into(),
+                password: "secret".into(),
+            })
+        );
+        let err = applied(sasl(Some("PLAIN"), Some("u"), None)).expect_err("no password");
+        assert_eq!(
+            err.to_string(),
+            "KAFKA_SASL_MECHANISM=PLAIN needs both KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+        );
+        let err = applied(sasl(None, Some("u"), Some("p"))).expect_err("no mechanism");
+        assert!(
+            err.to_string().starts_with(
+                "KAFKA_SASL_USERNAME or KAFKA_SASL_PASSWORD is set without KAFKA_SASL_MECHANISM"
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            sasl_mechanism("GSSAPI"),
+            Err("\"GSSAPI\": expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512".to_string())
+        );
+    }
+
+    #[test]
+    fn tls_uses_the_public_roots_or_exactly_the_given_ca_file() {
+        let tls = |on: bool, ca: Option<PathBuf>| KafkaSecurityArgs {
+            kafka_tls: on,
+            kafka_tls_ca_file: ca,
+            ..KafkaSecurityArgs::default()
+        };
+        assert!(applied(tls(true, None)).expect("valid").tls.is_some());
+        let missing = applied(tls(false, Some("/nonexistent/ca.pem".into()))).expect_err("missing");
+        assert!(
+            format!("{missing:#}").starts_with("KAFKA_TLS_CA_FILE: reading /nonexistent/ca.pem"),
+            "{missing:#}"
+        );
+        let garbage = std::env::temp_dir().join(format!("folio-ca-{}.pem", std::process::id()));
+        std::fs::write(&garbage, b"not a certificate").expect("write");
+        let err = applied(tls(false, Some(garbage.clone()))).expect_err("no certificate in it");
+        std::fs::remove_file(&garbage).ok();
+        assert!(
+            format!("{err:#}").contains("no certificate in the PEM data"),
+            "{err:#}"
+        );
     }
 }
