@@ -31,6 +31,13 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 /// How to give the suite a broker.
 pub const HOW_TO_KAFKA: &str = "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints \
      127.0.0.1:19092), or run scripts/test, which provides one";
+/// How to give the security tests the broker's secured listeners.
+pub const HOW_TO_SECURED: &str = "set FOLIO_TEST_SASL_BOOTSTRAP (a SASL_PLAINTEXT listener) and \
+     FOLIO_TEST_SASL_SSL_BOOTSTRAP (SASL_SSL) of the broker under test, FOLIO_TEST_TLS_CA_FILE \
+     (PEM of the CA that signed its certificate), FOLIO_TEST_SASL_USERNAME and \
+     FOLIO_TEST_SASL_PASSWORD (a user that PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 accept); \
+     for scripts/kafka-local: export $(scripts/kafka-local secured). scripts/test sets them \
+     when it starts the broker itself";
 /// How to give the suite a database.
 pub const HOW_TO_POSTGRES: &str = "set DATABASE_URL=postgres://user:password@host:port/database \
      (scripts/pg-local start prints postgres://folio:folio@127.0.0.1:15432/folio), or run \
@@ -255,6 +262,35 @@ pub struct GroupOffset {
     pub lag: Option<i64>,
     /// `-` when no member owns the partition.
     pub consumer_id: String,
+}
+
+/// The secured listeners of the broker under test (`FOLIO_TEST_*`, see [`HOW_TO_SECURED`]).
+pub struct Secured {
+    pub sasl_plaintext: String,
+    pub sasl_ssl: String,
+    pub ca_pem: Vec<u8>,
+    pub username: String,
+    pub password: String,
+}
+
+impl Secured {
+    /// Read from the environment; a test that needs them fails, saying how to provide them.
+    pub fn from_env() -> Secured {
+        let var = |name: &str| {
+            non_empty_env(name).unwrap_or_else(|| {
+                panic!("this test needs the broker's secured listeners and {name} is unset: {HOW_TO_SECURED}")
+            })
+        };
+        let ca = var("FOLIO_TEST_TLS_CA_FILE");
+        Secured {
+            sasl_plaintext: var("FOLIO_TEST_SASL_BOOTSTRAP"),
+            sasl_ssl: var("FOLIO_TEST_SASL_SSL_BOOTSTRAP"),
+            ca_pem: std::fs::read(&ca)
+                .unwrap_or_else(|e| panic!("FOLIO_TEST_TLS_CA_FILE={ca}: {e}; {HOW_TO_SECURED}")),
+            username: var("FOLIO_TEST_SASL_USERNAME"),
+            password: var("FOLIO_TEST_SASL_PASSWORD"),
+        }
+    }
 }
 
 impl KafkaEnv {
