@@ -197,42 +197,65 @@ impl KafkaConfig {
 }
 
 fn tls_error(e: &dyn fmt::Display) -> folio_domain::Error {
-    folio_domain::Error::Invalid(format!("kafka TLS CA certificates: {e}"))
+    folio_domain::Error::Invalid(format!("kafka TLS: {e}"))
 }
 
-/// A TLS client configuration that trusts exactly the CA certificates in `pem` (the
-/// brokers' CA), for [`KafkaConfig::tls`]. Both rskafka and folio's group connections use it.
-pub fn tls_trusting_pem(pem: &[u8]) -> folio_domain::Result<Arc<rustls::ClientConfig>> {
+/// A client certificate chain and its private key, both PEM, for brokers that require
+/// mutual TLS.
+#[derive(Clone, Copy)]
+pub struct ClientCertificate<'a> {
+    pub chain_pem: &'a [u8],
+    pub key_pem: &'a [u8],
+}
+
+/// The TLS client configuration for [`KafkaConfig::tls`], used by rskafka and folio's group
+/// connections alike. It trusts exactly the CA certificates in `ca_pem` (the brokers' CA),
+/// or without them the public root CAs (Mozilla's list, built in); with `client` it
+/// presents that certificate to brokers that ask for one.
+pub fn tls_config(
+    ca_pem: Option<&[u8]>,
+    client: Option<ClientCertificate<'_>>,
+) -> folio_domain::Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots
-            .add(cert.map_err(|e| tls_error(&e))?)
-            .map_err(|e| tls_error(&e))?;
-    }
-    if roots.is_empty() {
-        return Err(tls_error(&"no certificate in the PEM data"));
-    }
-    tls_trusting(roots)
-}
-
-/// A TLS client configuration that trusts the public root CAs (Mozilla's list, built in),
-/// for brokers whose certificates a public CA signed.
-pub fn tls_trusting_public_roots() -> folio_domain::Result<Arc<rustls::ClientConfig>> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let roots = match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(|e| tls_error(&e))?)
+                    .map_err(|e| tls_error(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error(&"no CA certificate in the PEM data"));
+            }
+            roots
+        }
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
     };
-    tls_trusting(roots)
-}
-
-fn tls_trusting(roots: rustls::RootCertStore) -> folio_domain::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let chain = CertificateDer::pem_slice_iter(c.chain_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls_error(&format!("client certificate: {e}")))?;
+            if chain.is_empty() {
+                return Err(tls_error(&"no client certificate in the PEM data"));
+            }
+            let key = PrivateKeyDer::from_pem_slice(c.key_pem)
+                .map_err(|e| tls_error(&format!("client key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls_error(&format!("client certificate and key: {e}")))?
+        }
+    };
     Ok(Arc::new(cfg))
 }
 
@@ -258,10 +281,26 @@ mod tests {
     }
 
     #[test]
-    fn tls_needs_at_least_one_certificate() {
-        assert!(matches!(
-            tls_trusting_pem(b"not a pem"),
-            Err(folio_domain::Error::Invalid(_))
-        ));
+    fn tls_needs_at_least_one_certificate_and_a_key_for_a_client_certificate() {
+        let message = |r: folio_domain::Result<Arc<rustls::ClientConfig>>| match r {
+            Err(folio_domain::Error::Invalid(m)) => m,
+            other => panic!(
+                "expected Invalid, got {:?}",
+                other.map(|_| "a configuration")
+            ),
+        };
+        assert_eq!(
+            message(tls_config(Some(b"not a pem"), None)),
+            "kafka TLS: no CA certificate in the PEM data"
+        );
+        let client = ClientCertificate {
+            chain_pem: b"",
+            key_pem: b"",
+        };
+        assert_eq!(
+            message(tls_config(None, Some(client))),
+            "kafka TLS: no client certificate in the PEM data"
+        );
+        assert!(tls_config(None, None).is_ok(), "the public roots");
     }
 }

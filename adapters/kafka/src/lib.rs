@@ -52,9 +52,7 @@ use folio_domain::topics::Topic;
 use folio_domain::Result;
 
 pub use client::{ensure_topics, KafkaClient, ProvisionReport};
-pub use config::{
-    tls_trusting_pem, tls_trusting_public_roots, KafkaConfig, SaslMechanism, SaslSettings,
-};
+pub use config::{tls_config, ClientCertificate, KafkaConfig, SaslMechanism, SaslSettings};
 pub use group::KafkaGroupConsumer;
 pub use publisher::{KafkaPublisher, PublisherStats};
 pub use rskafka::client::partition::Compression;

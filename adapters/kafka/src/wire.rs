@@ -96,6 +96,16 @@ impl WireError {
     }
 }
 
+/// rustls refusing the broker (its certificate) or the broker refusing ours (an alert) is a
+/// setting to fix, not a connection to retry.
+fn tls_refusal(addr: &str, e: &std::io::Error) -> Option<WireError> {
+    let refused = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(WireError::Tls {
+        addr: addr.to_string(),
+        msg: refused.to_string(),
+    })
+}
+
 fn protocol(e: impl std::fmt::Display) -> WireError {
     WireError::Protocol(e.to_string())
 }
@@ -284,15 +294,8 @@ impl BrokerConnection {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| {
-                        // rustls refusing the broker (its certificate, say) is a setting to
-                        // fix, not a connection to retry.
-                        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                            Some(refused) => WireError::Tls {
-                                addr: addr.to_string(),
-                                msg: refused.to_string(),
-                            },
-                            None => connect_err(format!("TLS handshake: {e}")),
-                        }
+                        tls_refusal(addr, &e)
+                            .unwrap_or_else(|| connect_err(format!("TLS handshake: {e}")))
                     })?;
                 Box::new(tls)
             }
@@ -381,10 +384,12 @@ impl BrokerConnection {
                 })
             }
             Ok(Err(source)) => {
-                return Err(WireError::Io {
+                // Under TLS 1.3 a broker refuses a client certificate after the handshake,
+                // with an alert on the first read.
+                return Err(tls_refusal(&self.addr, &source).unwrap_or(WireError::Io {
                     addr: self.addr.clone(),
                     source,
-                })
+                }));
             }
             Ok(Ok(f)) => f,
         };
