@@ -15,7 +15,7 @@ use clap::Args;
 use folio_domain::analytics::{parse_duration, AnalyticsWorker, StopFlag, WindowSpec, WorkerStats};
 use folio_domain::ports::{Clock, MessageBus};
 use folio_domain::topics::Topic;
-use folio_kafka::{KafkaConfig, SaslMechanism, SaslSettings};
+use folio_kafka::{ClientCertificate, KafkaConfig, SaslMechanism, SaslSettings};
 use tracing::info;
 
 /// The analytics service's consumer group.
@@ -73,6 +73,13 @@ pub struct KafkaSecurityArgs {
     /// KAFKA_TLS and replaces the public roots.
     #[arg(long, env = "KAFKA_TLS_CA_FILE")]
     pub kafka_tls_ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate (chain) for brokers that require mutual TLS;
+    /// needs KAFKA_TLS_KEY_FILE, implies KAFKA_TLS.
+    #[arg(long, env = "KAFKA_TLS_CERT_FILE")]
+    pub kafka_tls_cert_file: Option<PathBuf>,
+    /// PEM file with the client certificate's private key.
+    #[arg(long, env = "KAFKA_TLS_KEY_FILE")]
+    pub kafka_tls_key_file: Option<PathBuf>,
     /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Unset: no SASL.
     #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = sasl_mechanism)]
     pub kafka_sasl_mechanism: Option<SaslMechanism>,
@@ -93,17 +100,28 @@ impl KafkaSecurityArgs {
     /// Applies the settings to `cfg`, refusing half-given ones (a mechanism without
     /// credentials, or credentials without a mechanism) and unreadable CA files.
     pub fn apply(&self, cfg: &mut KafkaConfig) -> anyhow::Result<()> {
-        cfg.tls = match &self.kafka_tls_ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("KAFKA_TLS_CA_FILE: reading {}", path.display()))?;
-                Some(
-                    folio_kafka::tls_trusting_pem(&pem)
-                        .with_context(|| format!("KAFKA_TLS_CA_FILE {}", path.display()))?,
-                )
-            }
-            None if self.kafka_tls => Some(folio_kafka::tls_trusting_public_roots()?),
-            None => None,
+        anyhow::ensure!(
+            self.kafka_tls_cert_file.is_some() == self.kafka_tls_key_file.is_some(),
+            "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together"
+        );
+        let read = |name: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| {
+                    std::fs::read(p).with_context(|| format!("{name}: reading {}", p.display()))
+                })
+                .transpose()
+        };
+        let ca = read("KAFKA_TLS_CA_FILE", &self.kafka_tls_ca_file)?;
+        let cert = read("KAFKA_TLS_CERT_FILE", &self.kafka_tls_cert_file)?;
+        let key = read("KAFKA_TLS_KEY_FILE", &self.kafka_tls_key_file)?;
+        let client = match (&cert, &key) {
+            (Some(chain_pem), Some(key_pem)) => Some(ClientCertificate { chain_pem, key_pem }),
+            _ => None,
+        };
+        cfg.tls = if self.kafka_tls || ca.is_some() || client.is_some() {
+            Some(folio_kafka::tls_config(ca.as_deref(), client).context("Kafka TLS settings")?)
+        } else {
+            None
         };
         cfg.sasl = match (
             self.kafka_sasl_mechanism,
@@ -321,9 +339,17 @@ mod tests {
         std::fs::write(&garbage, b"not a certificate").expect("write");
         let err = applied(tls(false, Some(garbage.clone()))).expect_err("no certificate in it");
         std::fs::remove_file(&garbage).ok();
-        assert!(
-            format!("{err:#}").contains("no certificate in the PEM data"),
-            "{err:#}"
+        assert_eq!(
+            format!("{err:#}"),
+            "Kafka TLS settings: kafka TLS: no CA certificate in the PEM data"
+        );
+        let half = KafkaSecurityArgs {
+            kafka_tls_cert_file: Some(garbage.clone()),
+            ..KafkaSecurityArgs::default()
+        };
+        assert_eq!(
+            applied(half).expect_err("no key").to_string(),
+            "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together"
         );
     }
 }
