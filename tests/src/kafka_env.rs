@@ -32,9 +32,11 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 pub const HOW_TO_KAFKA: &str = "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints \
      127.0.0.1:19092), or run scripts/test, which provides one";
 /// How to give the security tests the broker's secured listeners.
-pub const HOW_TO_SECURED: &str = "set FOLIO_TEST_SASL_BOOTSTRAP (a SASL_PLAINTEXT listener) and \
-     FOLIO_TEST_SASL_SSL_BOOTSTRAP (SASL_SSL) of the broker under test, FOLIO_TEST_TLS_CA_FILE \
-     (PEM of the CA that signed its certificate), FOLIO_TEST_SASL_USERNAME and \
+pub const HOW_TO_SECURED: &str = "set FOLIO_TEST_SASL_BOOTSTRAP (a SASL_PLAINTEXT listener), \
+     FOLIO_TEST_SASL_SSL_BOOTSTRAP (SASL_SSL) and FOLIO_TEST_MTLS_BOOTSTRAP (SSL requiring a \
+     client certificate) of the broker under test, FOLIO_TEST_TLS_CA_FILE (PEM of the CA that \
+     signed its certificate), FOLIO_TEST_TLS_CERT_FILE and FOLIO_TEST_TLS_KEY_FILE (a client \
+     certificate it accepts, and its key), FOLIO_TEST_SASL_USERNAME and \
      FOLIO_TEST_SASL_PASSWORD (a user that PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 accept); \
      for scripts/kafka-local: export $(scripts/kafka-local secured). scripts/test sets them \
      when it starts the broker itself";
@@ -268,7 +270,10 @@ pub struct GroupOffset {
 pub struct Secured {
     pub sasl_plaintext: String,
     pub sasl_ssl: String,
+    pub mtls: String,
     pub ca_pem: Vec<u8>,
+    pub client_cert_pem: Vec<u8>,
+    pub client_key_pem: Vec<u8>,
     pub username: String,
     pub password: String,
 }
@@ -281,12 +286,17 @@ impl Secured {
                 panic!("this test needs the broker's secured listeners and {name} is unset: {HOW_TO_SECURED}")
             })
         };
-        let ca = var("FOLIO_TEST_TLS_CA_FILE");
+        let file = |name: &str| {
+            let path = var(name);
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{name}={path}: {e}; {HOW_TO_SECURED}"))
+        };
         Secured {
             sasl_plaintext: var("FOLIO_TEST_SASL_BOOTSTRAP"),
             sasl_ssl: var("FOLIO_TEST_SASL_SSL_BOOTSTRAP"),
-            ca_pem: std::fs::read(&ca)
-                .unwrap_or_else(|e| panic!("FOLIO_TEST_TLS_CA_FILE={ca}: {e}; {HOW_TO_SECURED}")),
+            mtls: var("FOLIO_TEST_MTLS_BOOTSTRAP"),
+            ca_pem: file("FOLIO_TEST_TLS_CA_FILE"),
+            client_cert_pem: file("FOLIO_TEST_TLS_CERT_FILE"),
+            client_key_pem: file("FOLIO_TEST_TLS_KEY_FILE"),
             username: var("FOLIO_TEST_SASL_USERNAME"),
             password: var("FOLIO_TEST_SASL_PASSWORD"),
         }
