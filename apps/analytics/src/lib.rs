@@ -98,7 +98,8 @@ fn sasl_mechanism(raw: &str) -> Result<SaslMechanism, String> {
 
 impl KafkaSecurityArgs {
     /// Applies the settings to `cfg`, refusing half-given ones (a mechanism without
-    /// credentials, or credentials without a mechanism) and unreadable CA files.
+    /// credentials, credentials without a mechanism, a client certificate without its key)
+    /// and PEM files that cannot be read or hold nothing usable.
     pub fn apply(&self, cfg: &mut KafkaConfig) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.kafka_tls_cert_file.is_some() == self.kafka_tls_key_file.is_some(),
