@@ -385,11 +385,19 @@ impl BrokerConnection {
             }
             Ok(Err(source)) => {
                 // Under TLS 1.3 a broker refuses a client certificate after the handshake,
-                // with an alert on the first read.
-                return Err(tls_refusal(&self.addr, &source).unwrap_or(WireError::Io {
-                    addr: self.addr.clone(),
-                    source,
-                }));
+                // with an alert on the first read. Any other failure of an established
+                // connection stays one to retry on a new connection.
+                let alert = source
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)));
+                return Err(alert
+                    .then(|| tls_refusal(&self.addr, &source))
+                    .flatten()
+                    .unwrap_or(WireError::Io {
+                        addr: self.addr.clone(),
+                        source,
+                    }));
             }
             Ok(Ok(f)) => f,
         };
