@@ -96,14 +96,18 @@ impl WireError {
     }
 }
 
+/// The TLS error behind an I/O error, if rustls raised it.
+fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 /// rustls refusing the broker (its certificate) or the broker refusing ours (an alert) is a
 /// setting to fix, not a connection to retry.
-fn tls_refusal(addr: &str, e: &std::io::Error) -> Option<WireError> {
-    let refused = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(WireError::Tls {
+fn tls_refusal(addr: &str, refused: &rustls::Error) -> WireError {
+    WireError::Tls {
         addr: addr.to_string(),
         msg: refused.to_string(),
-    })
+    }
 }
 
 fn protocol(e: impl std::fmt::Display) -> WireError {
@@ -293,9 +297,9 @@ impl BrokerConnection {
                 let tls = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| {
-                        tls_refusal(addr, &e)
-                            .unwrap_or_else(|| connect_err(format!("TLS handshake: {e}")))
+                    .map_err(|e| match rustls_error(&e) {
+                        Some(refused) => tls_refusal(addr, refused),
+                        None => connect_err(format!("TLS handshake: {e}")),
                     })?;
                 Box::new(tls)
             }
@@ -387,17 +391,13 @@ impl BrokerConnection {
                 // Under TLS 1.3 a broker refuses a client certificate after the handshake,
                 // with an alert on the first read. Any other failure of an established
                 // connection stays one to retry on a new connection.
-                let alert = source
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<rustls::Error>())
-                    .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)));
-                return Err(alert
-                    .then(|| tls_refusal(&self.addr, &source))
-                    .flatten()
-                    .unwrap_or(WireError::Io {
+                return Err(match rustls_error(&source) {
+                    Some(alert @ rustls::Error::AlertReceived(_)) => tls_refusal(&self.addr, alert),
+                    _ => WireError::Io {
                         addr: self.addr.clone(),
                         source,
-                    }));
+                    },
+                });
             }
             Ok(Ok(f)) => f,
         };
