@@ -128,6 +128,23 @@ pub enum ConsumerEvent {
 pub trait RecordPublisher: Send + Sync {
     async fn send(&self, record: OutgoingRecord) -> Result<()>;
     async fn flush(&self) -> Result<()>;
+    /// Publishes `records` and waits until each one is acknowledged or has failed, then
+    /// returns the indexes (ascending) of those that failed: empty when all were
+    /// acknowledged. Unlike `send`, failure is reported record by record, so a caller that
+    /// keeps its own copy (the bookstore's spool) retries exactly what was lost and no
+    /// more. The default sends each record and flushes, so it fails all or nothing.
+    async fn deliver(&self, records: Vec<OutgoingRecord>) -> Vec<usize> {
+        let n = records.len();
+        for r in records {
+            if self.send(r).await.is_err() {
+                return (0..n).collect();
+            }
+        }
+        match self.flush().await {
+            Ok(()) => Vec::new(),
+            Err(_) => (0..n).collect(),
+        }
+    }
 }
 
 /// A member of a consumer group over a set of topics.

@@ -7,6 +7,10 @@
 //! as one batch (acks=all: rskafka always sends acks=-1) and returns the permits. One batch
 //! per partition is in flight at a time, which keeps records of a partition in order. A
 //! flush marker travels down every lane behind the records sent before it.
+//!
+//! `deliver` goes the same way, but each record carries a [`Tracker`] of its call, so the
+//! caller learns which records failed instead of a count: what a failed batch held is
+//! handed back rather than dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,7 @@ use folio_domain::{Error, Result};
 use rskafka::chrono::Utc;
 use rskafka::client::partition::PartitionClient;
 use rskafka::record::Record as RsRecord;
-use tokio::sync::{mpsc, oneshot, RwLock, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, RwLock, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -48,8 +52,49 @@ struct Counters {
 }
 
 enum LaneMsg {
-    Record(RsRecord, usize),
+    /// A record, its size, and the `deliver` call it belongs to with its index there.
+    Record(RsRecord, usize, Option<(Arc<Tracker>, usize)>),
     Flush(oneshot::Sender<()>),
+}
+
+/// The outcome of one `deliver` call, filled in by the lanes as its batches settle.
+struct Tracker {
+    remaining: AtomicU64,
+    failed: std::sync::Mutex<Vec<usize>>,
+    done: Notify,
+}
+
+impl Tracker {
+    fn new(records: usize) -> Arc<Self> {
+        Arc::new(Tracker {
+            remaining: AtomicU64::new(records as u64),
+            failed: std::sync::Mutex::new(Vec::new()),
+            done: Notify::new(),
+        })
+    }
+
+    /// Settles `n` records of the call, of which `failed` failed.
+    fn settle(&self, failed: impl IntoIterator<Item = usize>, n: u64) {
+        let mut failed = failed.into_iter().peekable();
+        if failed.peek().is_some() {
+            if let Ok(mut f) = self.failed.lock() {
+                f.extend(failed);
+            }
+        }
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            // `notify_one` keeps a permit, so a waiter that arrives later still wakes.
+            self.done.notify_one();
+        }
+    }
+
+    async fn wait(&self) -> Vec<usize> {
+        while self.remaining.load(Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+        let mut failed = self.failed.lock().map(|f| f.clone()).unwrap_or_default();
+        failed.sort_unstable();
+        failed
+    }
 }
 
 /// One sender per partition of a topic, indexed by partition.
@@ -140,9 +185,13 @@ impl KafkaPublisher {
     }
 }
 
-#[async_trait]
-impl RecordPublisher for KafkaPublisher {
-    async fn send(&self, record: OutgoingRecord) -> Result<()> {
+impl KafkaPublisher {
+    /// Takes a permit and hands the record to its partition's lane.
+    async fn enqueue(
+        &self,
+        record: OutgoingRecord,
+        track: Option<(Arc<Tracker>, usize)>,
+    ) -> Result<()> {
         let deadline = self.shared.client.cfg.send_deadline;
         let permit = tokio::time::timeout(deadline, self.shared.permits.acquire())
             .await
@@ -166,12 +215,33 @@ impl RecordPublisher for KafkaPublisher {
         let lane = lanes
             .get(p as usize)
             .ok_or_else(|| Error::Internal(format!("no lane for partition {p}")))?;
-        lane.send(LaneMsg::Record(rs, size))
+        lane.send(LaneMsg::Record(rs, size, track))
             .map_err(|_| Error::Internal("kafka publisher lane stopped".into()))?;
         // The lane returns the permit once the record is acknowledged or has failed.
         permit.forget();
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RecordPublisher for KafkaPublisher {
+    async fn send(&self, record: OutgoingRecord) -> Result<()> {
+        self.enqueue(record, None).await
+    }
+
+    async fn deliver(&self, records: Vec<OutgoingRecord>) -> Vec<usize> {
+        let n = records.len();
+        let tracker = Tracker::new(n);
+        for (i, r) in records.into_iter().enumerate() {
+            if let Err(e) = self.enqueue(r, Some((tracker.clone(), i))).await {
+                debug!(error = %e, "deliver: records not handed to a lane");
+                // This one and the rest never reached a lane: they failed here.
+                tracker.settle(i..n, (n - i) as u64);
+                break;
+            }
+        }
+        tracker.wait().await
     }
 
     async fn flush(&self) -> Result<()> {
@@ -212,9 +282,10 @@ async fn run_lane(
     let cfg = shared.client.cfg.clone();
     let mut client: Option<PartitionClient> = None;
     let mut batch: Vec<RsRecord> = Vec::new();
+    let mut tracks: Vec<Option<(Arc<Tracker>, usize)>> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut bytes = take(first, &mut batch, &mut waiters);
+        let mut bytes = take(first, &mut batch, &mut tracks, &mut waiters);
         let until = Instant::now() + cfg.linger;
         let mut closed = false;
         // Gather: whatever is queued now, then more until linger ends, the batch is full,
@@ -226,7 +297,7 @@ async fn run_lane(
             }
             match rx.try_recv() {
                 Ok(m) => {
-                    bytes += take(m, &mut batch, &mut waiters);
+                    bytes += take(m, &mut batch, &mut tracks, &mut waiters);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -239,7 +310,7 @@ async fn run_lane(
                 break;
             }
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(m)) => bytes += take(m, &mut batch, &mut waiters),
+                Ok(Some(m)) => bytes += take(m, &mut batch, &mut tracks, &mut waiters),
                 Ok(None) => {
                     closed = true;
                     break;
@@ -257,12 +328,15 @@ async fn run_lane(
                 std::mem::take(&mut batch),
             )
             .await;
+            let ok = result.is_ok();
             match result {
                 Ok(()) => {
                     shared.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    warn!(%topic, partition, records = n, error = %e, "produce failed; records dropped");
+                    let returned = tracks.iter().filter(|t| t.is_some()).count();
+                    warn!(%topic, partition, records = n, returned, error = %e,
+                        "produce failed; records handed back to their deliver calls are retried by their owners, the rest are lost to their senders' next flush");
                     shared.client.leaders_in_doubt("a produce failed");
                     shared
                         .counters
@@ -271,6 +345,10 @@ async fn run_lane(
                 }
             }
             shared.permits.add_permits(n);
+            for (tracker, index) in tracks.drain(..).flatten() {
+                let failed = if ok { None } else { Some(index) };
+                tracker.settle(failed, 1);
+            }
         }
         for w in waiters.drain(..) {
             let _ = w.send(());
@@ -282,10 +360,16 @@ async fn run_lane(
 }
 
 /// Adds a message to the batch being gathered; returns the bytes it adds.
-fn take(m: LaneMsg, batch: &mut Vec<RsRecord>, waiters: &mut Vec<oneshot::Sender<()>>) -> usize {
+fn take(
+    m: LaneMsg,
+    batch: &mut Vec<RsRecord>,
+    tracks: &mut Vec<Option<(Arc<Tracker>, usize)>>,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+) -> usize {
     match m {
-        LaneMsg::Record(r, size) => {
+        LaneMsg::Record(r, size, track) => {
             batch.push(r);
+            tracks.push(track);
             // Per-record framing overhead, roughly.
             size + 16
         }
