@@ -1,0 +1,334 @@
+//! The forwarding task: memory → bus while the bus keeps up, journal → bus otherwise.
+//!
+//! It tracks every position from the cursor on as pending, in flight or done. Positions
+//! become done when the bus acknowledged them, and the cursor moves over the done prefix.
+//! A failed record goes back to pending, and the forwarder switches to replay: it waits for
+//! what is still in flight, then reads pending positions back from the journal in order and
+//! delivers them one batch at a time, backing off while they fail. Once nothing is pending
+//! and no record arrived meanwhile, appends are copied to memory again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_domain::ports::{OutgoingRecord, RecordPublisher};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::journal::Reader;
+use crate::Shared;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Pending,
+    InFlight,
+    Done,
+}
+
+/// How often the cursor is written down while it moves.
+const PERSIST_EVERY: Duration = Duration::from_millis(100);
+
+/// Positions from the cursor on, and what happened to each.
+struct Ledger {
+    cursor: u64,
+    status: VecDeque<Status>,
+}
+
+impl Ledger {
+    fn end(&self) -> u64 {
+        self.cursor + self.status.len() as u64
+    }
+
+    /// Knows of every position below `next`.
+    fn extend_to(&mut self, next: u64) {
+        while self.end() < next {
+            self.status.push_back(Status::Pending);
+        }
+    }
+
+    fn set(&mut self, pos: u64, s: Status) {
+        if let Some(slot) = pos
+            .checked_sub(self.cursor)
+            .and_then(|i| self.status.get_mut(i as usize))
+        {
+            *slot = s;
+        }
+    }
+
+    /// Moves the cursor over the done prefix; returns whether it moved.
+    fn advance(&mut self) -> bool {
+        let before = self.cursor;
+        while self.status.front() == Some(&Status::Done) {
+            self.status.pop_front();
+            self.cursor += 1;
+        }
+        self.cursor != before
+    }
+
+    fn first_pending(&self) -> Option<u64> {
+        self.status
+            .iter()
+            .position(|s| *s == Status::Pending)
+            .map(|i| self.cursor + i as u64)
+    }
+
+    fn status(&self, pos: u64) -> Option<Status> {
+        pos.checked_sub(self.cursor)
+            .and_then(|i| self.status.get(i as usize).copied())
+    }
+}
+
+/// The outcome of one delivery: its positions, and the indexes among them that failed.
+type Outcome = (Vec<u64>, Vec<usize>, bool);
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    bus: Arc<dyn RecordPublisher>,
+    cursor: u64,
+    replaying: bool,
+) {
+    let cfg = shared.cfg.clone();
+    let mut ledger = Ledger {
+        cursor,
+        status: VecDeque::new(),
+    };
+    let mut replay = replaying;
+    let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+    let mut reader = Reader::new();
+    let mut backoff = cfg.min_backoff;
+    let mut persisted = cursor;
+    let mut persisted_at = Instant::now();
+    let mut stop_seen = false;
+
+    loop {
+        while let Some(done) = in_flight.try_join_next() {
+            replay |= settle(&shared, &mut ledger, done);
+        }
+        if ledger.advance() {
+            shared
+                .counters
+                .cursor
+                .store(ledger.cursor, Ordering::Release);
+            shared.progress.notify_waiters();
+        }
+        let (next, stopping, memory_on) = {
+            let st = shared.lock();
+            (st.journal.next_pos(), st.stopping, st.memory_on)
+        };
+        ledger.extend_to(next);
+        if ledger.cursor != persisted && persisted_at.elapsed() >= PERSIST_EVERY {
+            persist(&shared, ledger.cursor);
+            persisted = ledger.cursor;
+            persisted_at = Instant::now();
+        }
+        if stopping {
+            if !stop_seen {
+                stop_seen = true;
+                info!(
+                    pending = next - ledger.cursor,
+                    "spool stopping: delivering what it holds"
+                );
+            }
+            if ledger.cursor == next {
+                break;
+            }
+        }
+        if !replay && !memory_on {
+            replay = true;
+        }
+        shared.counters.replaying.store(replay, Ordering::Relaxed);
+
+        if !replay {
+            if in_flight.len() < cfg.max_in_flight {
+                let batch = take_from_memory(&shared, cfg.batch);
+                if !batch.is_empty() {
+                    let positions: Vec<u64> = batch.iter().map(|(p, _)| *p).collect();
+                    for p in &positions {
+                        ledger.set(*p, Status::InFlight);
+                    }
+                    let records: Vec<OutgoingRecord> = batch.into_iter().map(|(_, r)| r).collect();
+                    let bus = bus.clone();
+                    in_flight.spawn(async move {
+                        let failed = bus.deliver(records).await;
+                        (positions, failed, false)
+                    });
+                    continue;
+                }
+            }
+            let full = in_flight.len() >= cfg.max_in_flight;
+            let wait = if full { cfg.stall_after } else { PERSIST_EVERY };
+            tokio::select! {
+                _ = shared.wake.notified(), if !full => {}
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    replay |= settle(&shared, &mut ledger, done);
+                }
+                _ = tokio::time::sleep(wait) => {
+                    if full {
+                        warn!(after = ?cfg.stall_after, "the bus stopped acknowledging; events go to the spool and are replayed from it");
+                        replay = true;
+                    }
+                }
+            }
+            continue;
+        }
+
+        // Replay: the memory copy is off, and what is in flight settles first.
+        {
+            let mut st = shared.lock();
+            if st.memory_on {
+                st.memory_on = false;
+            }
+            st.memory.clear();
+        }
+        if !in_flight.is_empty() {
+            tokio::select! {
+                Some(done) = in_flight.join_next() => {
+                    replay |= settle(&shared, &mut ledger, done);
+                }
+                _ = tokio::time::sleep(PERSIST_EVERY) => {}
+            }
+            continue;
+        }
+        let Some(from) = ledger.first_pending() else {
+            // Nothing pending: back to the fast path, unless a record arrived meanwhile.
+            let mut st = shared.lock();
+            if st.journal.next_pos() == ledger.end() {
+                st.memory_on = true;
+                replay = false;
+                backoff = cfg.min_backoff;
+                info!(
+                    cursor = ledger.cursor,
+                    "spool replayed; events go straight to the bus again"
+                );
+            }
+            continue;
+        };
+        let read = read_pending(&shared, &ledger, &mut reader, from, cfg.batch);
+        for p in read.missing {
+            // The journal lost it (a damaged file): there is nothing left to send.
+            ledger.set(p, Status::Done);
+        }
+        if read.records.is_empty() {
+            if read.stalled {
+                tokio::time::sleep(backoff).await;
+            }
+            continue;
+        }
+        for p in &read.positions {
+            ledger.set(*p, Status::InFlight);
+        }
+        let (positions, records) = (read.positions, read.records);
+        let n = records.len();
+        // While stopping, `close`'s deadline bounds this wait; the records stay on disk.
+        let failed = bus.deliver(records).await;
+        let any_failed = !failed.is_empty();
+        settle(&shared, &mut ledger, Ok((positions, failed, true)));
+        if any_failed {
+            warn!(records = n, retry_in = ?backoff, "replaying the spool failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.wake.notified(), if stopping => {}
+            }
+            backoff = (backoff * 2).min(cfg.max_backoff);
+        } else {
+            backoff = cfg.min_backoff;
+        }
+    }
+    persist(&shared, ledger.cursor);
+}
+
+/// Applies a delivery's outcome; returns whether anything failed.
+fn settle(
+    shared: &Shared,
+    ledger: &mut Ledger,
+    done: Result<Outcome, tokio::task::JoinError>,
+) -> bool {
+    let Ok((positions, failed, replayed)) = done else {
+        // The delivery task panicked: what it held is still pending on disk.
+        return true;
+    };
+    let mut failed = failed.into_iter().peekable();
+    let mut ok = 0u64;
+    let mut bad = 0u64;
+    for (i, p) in positions.iter().enumerate() {
+        if failed.peek() == Some(&i) {
+            failed.next();
+            ledger.set(*p, Status::Pending);
+            bad += 1;
+        } else if ledger.status(*p) == Some(Status::InFlight) {
+            ledger.set(*p, Status::Done);
+            ok += 1;
+        }
+    }
+    let c = &shared.counters;
+    c.delivered.fetch_add(ok, Ordering::Relaxed);
+    if replayed {
+        c.replayed.fetch_add(ok, Ordering::Relaxed);
+    }
+    c.failed_attempts.fetch_add(bad, Ordering::Relaxed);
+    bad > 0
+}
+
+fn take_from_memory(shared: &Shared, max: usize) -> Vec<(u64, OutgoingRecord)> {
+    let mut st = shared.lock();
+    let n = st.memory.len().min(max);
+    st.memory.drain(..n).collect()
+}
+
+/// Pending records read back from the journal.
+struct Read {
+    positions: Vec<u64>,
+    records: Vec<OutgoingRecord>,
+    /// Positions no segment holds any more.
+    missing: Vec<u64>,
+    /// Reading failed; try again later.
+    stalled: bool,
+}
+
+/// Reads up to `max` pending records from `from` on, in position order.
+fn read_pending(
+    shared: &Shared,
+    ledger: &Ledger,
+    reader: &mut Reader,
+    from: u64,
+    max: usize,
+) -> Read {
+    let segments = shared.lock().journal.segments_from(from);
+    let mut read = Read {
+        positions: Vec::new(),
+        records: Vec::new(),
+        missing: Vec::new(),
+        stalled: false,
+    };
+    let mut pos = from;
+    while read.records.len() < max && pos < ledger.end() {
+        if ledger.status(pos) == Some(Status::Pending) {
+            match reader.read(pos, &segments) {
+                Ok(Some(r)) => {
+                    read.positions.push(pos);
+                    read.records.push(r);
+                }
+                Ok(None) => {
+                    warn!(pos, "spool position missing from the journal; skipped");
+                    read.missing.push(pos);
+                }
+                Err(e) => {
+                    warn!(pos, error = %e, "reading the spool failed; retrying later");
+                    read.stalled = true;
+                    break;
+                }
+            }
+        }
+        pos += 1;
+    }
+    read
+}
+
+/// Writes the cursor down and deletes the segments below it.
+pub(crate) fn persist(shared: &Shared, cursor: u64) {
+    if let Err(e) = shared.lock().journal.release_below(cursor) {
+        warn!(error = %e, "could not record the spool's cursor");
+    }
+}
