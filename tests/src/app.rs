@@ -25,6 +25,7 @@ pub struct TestApp {
     analytics_stop: StopFlag,
     analytics: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
+    _data: tempfile::TempDir,
 }
 
 /// How to build the app.
@@ -94,6 +95,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     } else {
         (None, None)
     };
+    // The bookstore's own folder (its event spool), apart from any database file.
+    let data = tempfile::tempdir()?;
     let args = BookstoreArgs {
         database_url,
         http_addr: "127.0.0.1:0".into(),
@@ -104,6 +107,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         payments: opts.payments,
         currency: "USD".into(),
         stats_retention: Retention::default(),
+        data_dir: data.path().to_path_buf(),
+        spool_limit: folio_spool::DEFAULT_LIMIT_BYTES,
     };
     let running = Starter::start(&args, bus, clock, stats).await?;
     let base = format!("http://{}/api/v1", running.http_addr);
@@ -118,6 +123,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         analytics_stop: stop,
         analytics,
         _dir: dir,
+        _data: data,
     };
     app.admin_token = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
     Ok(app)

@@ -33,6 +33,8 @@ pub struct Stack {
     /// The bookstore's database, read directly for exact figures.
     pub store: SqlStore,
     bookstore: Option<RunningBookstore>,
+    /// The bookstore's folder (its event spool), kept across its restarts.
+    data_dir: tempfile::TempDir,
 }
 
 /// An analytics instance (`folio_analytics::run`) on its own Kafka client.
@@ -97,6 +99,7 @@ impl Stack {
             database_url,
             store,
             bookstore: None,
+            data_dir: tempfile::tempdir()?,
         };
         stack.start_bookstore().await?;
         Ok(stack)
@@ -125,6 +128,8 @@ impl Stack {
             payments: Payments::Immediate,
             currency: "USD".into(),
             stats_retention: Retention::default(),
+            data_dir: self.data_dir.path().to_path_buf(),
+            spool_limit: folio_spool::DEFAULT_LIMIT_BYTES,
         };
         let bus = self.bus().await?;
         self.bookstore = Some(Starter::start(&args, bus, Arc::new(SystemClock), None).await?);

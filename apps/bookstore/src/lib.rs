@@ -5,6 +5,7 @@
 //! [`RunningBookstore::stop`] drains HTTP, relays the last outbox rows, commits and leaves
 //! the group.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,16 @@ use folio_domain::services::{
 use folio_domain::topics::Topic;
 use folio_http::{Argon2Hasher, HmacTokens, HttpState};
 use folio_memory::{PaymentMode, SimulatedPayments};
+use folio_spool::{SpoolConfig, SpoolStats, SpoolingPublisher};
 use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub mod fault;
 pub use fault::FaultArgs;
+
+/// How long a stop waits for the bus to take the spooled events.
+const SPOOL_DRAIN: Duration = Duration::from_secs(10);
 
 /// The bookstore's consumer group for aggregates.
 pub const GROUP: &str = "main-app-analytics-group";
@@ -75,6 +80,42 @@ pub struct BookstoreArgs {
     /// are pruned; hourly and daily rollups keep every figure. `off` keeps them all.
     #[arg(long, env = "FOLIO_STATS_RETENTION", default_value = "7d", value_parser = Retention::parse)]
     pub stats_retention: Retention,
+    /// The bookstore's local state: the event spool lives in its `spool/` folder. Give
+    /// each bookstore process a folder of its own.
+    #[arg(long, env = "FOLIO_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The most undelivered view and download events the spool keeps on disk while Kafka
+    /// is away (`512MiB`, `1GiB`, `2GB`). Past it a view still answers but its event is
+    /// refused and counted; a download answers 503.
+    #[arg(long, env = "FOLIO_SPOOL_LIMIT", default_value = "1GiB", value_parser = parse_size)]
+    pub spool_limit: u64,
+}
+
+/// A size in bytes: a number with an optional unit (`B`, `KB`, `MB`, `GB`, `KiB`, `MiB`,
+/// `GiB`).
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?}: expected a size such as 512MiB or 1GiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{raw:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{raw:?} is too large"))
 }
 
 /// How long one-minute statistics rows are kept; `None` keeps them all.
@@ -109,7 +150,10 @@ pub struct RunningBookstore {
     pub generated_admin_password: Option<String>,
     intake_stop: StopFlag,
     ingest_stop: StopFlag,
+    spool_dir: PathBuf,
     http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Views and downloads on their way to the bus.
+    spool: SpoolingPublisher,
     /// The HTTP server and the outbox relay: what produces events.
     intake: Vec<JoinHandle<anyhow::Result<()>>>,
     /// The statistics ingest: what consumes aggregates.
@@ -117,9 +161,10 @@ pub struct RunningBookstore {
 }
 
 impl RunningBookstore {
-    /// Stops taking requests: drains HTTP, then relays the last outbox rows. The ingest
-    /// keeps running, so an analytics worker stopping after this still has its last
-    /// aggregates stored (the order `folio` shuts down in).
+    /// Stops taking requests: drains HTTP, relays the last outbox rows and delivers the
+    /// spooled events (what the bus does not take in time stays in the spool for the next
+    /// start). The ingest keeps running, so an analytics worker stopping after this still
+    /// has its last aggregates stored (the order `folio` shuts down in).
     pub async fn stop_intake(&mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.http_stop.take() {
             let _ = tx.send(());
@@ -128,7 +173,16 @@ impl RunningBookstore {
         for t in self.intake.drain(..) {
             t.await??;
         }
+        let left = self.spool.close(SPOOL_DRAIN).await;
+        if left > 0 {
+            warn!(events = left, dir = %self.spool_dir.display(), "events left in the spool; the next start delivers them");
+        }
         Ok(())
+    }
+
+    /// The event spool's figures.
+    pub fn spool_stats(&self) -> SpoolStats {
+        self.spool.stats()
     }
 
     /// Stops everything: intake first, then the ingest, which stores what is already on
@@ -179,6 +233,15 @@ impl Starter {
             random_secret()
         });
         let webhook_secret = args.webhook_secret.clone().unwrap_or_else(random_secret);
+        let spool_dir = args.data_dir.join("spool");
+        let spool = SpoolingPublisher::start(
+            SpoolConfig {
+                limit_bytes: args.spool_limit,
+                ..SpoolConfig::new(&spool_dir)
+            },
+            bus.publisher(),
+        )
+        .with_context(|| format!("opening the event spool in {}", spool_dir.display()))?;
         let mode = match args.payments {
             Payments::Immediate => PaymentMode::Immediate,
             Payments::Webhook => PaymentMode::Deferred,
@@ -193,7 +256,7 @@ impl Starter {
             reviews: store.clone(),
             ratings: store.clone(),
             stats: store.clone(),
-            events: Arc::new(BusEventPublisher::new(bus.publisher())),
+            events: Arc::new(BusEventPublisher::new(Arc::new(spool.clone()))),
             payments: Arc::new(SimulatedPayments::new(webhook_secret.as_bytes(), mode)),
             hasher: Arc::new(Argon2Hasher::new()),
             tokens: Arc::new(HmacTokens::new(token_secret.into_bytes())?),
@@ -225,7 +288,7 @@ impl Starter {
         };
 
         let readiness: Vec<Arc<dyn Readiness>> = vec![store.clone()];
-        let metrics = extra_metrics(ingest_stats, analytics, store.clone());
+        let metrics = extra_metrics(ingest_stats, analytics, spool.clone());
         let state = HttpState {
             bookstore,
             readiness,
@@ -260,27 +323,88 @@ impl Starter {
             generated_admin_password: generated,
             intake_stop,
             ingest_stop,
+            spool_dir,
             http_stop: Some(tx),
+            spool,
             intake: tasks,
             ingest: Some(ingest_task),
         })
     }
 }
 
-/// Worker and outbox counters in Prometheus text format.
+/// Worker, ingest and spool figures in Prometheus text format.
 fn extra_metrics(
     ingest: Arc<IngestStats>,
     analytics: Option<Arc<WorkerStats>>,
-    store: Arc<folio_sql::SqlStore>,
+    spool: SpoolingPublisher,
 ) -> Arc<dyn Fn() -> String + Send + Sync> {
-    let _ = store;
     Arc::new(move || {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
+        let mut metric = |kind: &str, name: &str, help: &str, v: u64| {
             out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             ));
         };
+        let s = spool.stats();
+        for (kind, name, help, v) in [
+            (
+                "counter",
+                "folio_spool_events_accepted_total",
+                "View and download events written to the spool.",
+                s.accepted,
+            ),
+            (
+                "counter",
+                "folio_spool_events_refused_total",
+                "Events refused because the spool was full or its disk failed.",
+                s.refused,
+            ),
+            (
+                "counter",
+                "folio_spool_events_delivered_total",
+                "Spooled events the bus acknowledged.",
+                s.delivered,
+            ),
+            (
+                "counter",
+                "folio_spool_events_replayed_total",
+                "Of those, events replayed from disk after a failure or a restart.",
+                s.replayed,
+            ),
+            (
+                "counter",
+                "folio_spool_delivery_failures_total",
+                "Event deliveries that failed and were retried from the spool.",
+                s.failed_attempts,
+            ),
+            (
+                "gauge",
+                "folio_spool_events_pending",
+                "Events accepted and not yet acknowledged by the bus.",
+                s.pending,
+            ),
+            (
+                "gauge",
+                "folio_spool_events_buffered",
+                "Events waiting in memory for the bus.",
+                s.buffered,
+            ),
+            (
+                "gauge",
+                "folio_spool_bytes",
+                "Bytes of the spool on disk.",
+                s.bytes,
+            ),
+            (
+                "gauge",
+                "folio_spool_replaying",
+                "1 while the spool replays from disk because the bus failed or stalled.",
+                u64::from(s.replaying),
+            ),
+        ] {
+            metric(kind, name, help, v);
+        }
+        let mut counter = |name: &str, help: &str, v: u64| metric("counter", name, help, v);
         counter(
             "folio_ingest_aggregates_stored_total",
             "Aggregates stored or replaced by the statistics ingest.",

@@ -165,12 +165,15 @@ impl Bookstore {
             .ok_or_else(|| Error::not_found("book", id))
     }
 
-    /// Shows a book and emits a view (anonymous when there is no viewer). The view is only
-    /// buffered for the bus; a full buffer fails the request rather than losing the view.
+    /// Shows a book and emits a view (anonymous when there is no viewer). The publisher
+    /// only spools the view (it never waits for the broker). When the spool refuses it
+    /// (full, or its disk failed) the page is still served: a reader's page is worth more
+    /// than one view, and the refusal is logged and counted by the spool's metrics.
     pub async fn view_book(&self, id: BookId, viewer: Option<Principal>) -> Result<Book> {
         let book = self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
-        self.d
+        let published = self
+            .d
             .events
             .publish(&Event::BookViewed {
                 event_id: meta.event_id,
@@ -178,7 +181,14 @@ impl Bookstore {
                 book_id: id,
                 user_id: viewer.map(|p| p.user_id),
             })
-            .await?;
+            .await;
+        match published {
+            Ok(()) => {}
+            Err(Error::Unavailable(what, why)) => {
+                warn!(book_id = %id, %what, %why, "view served but its event was refused");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(book)
     }
 

@@ -645,8 +645,12 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
     // The bookstore names its sessions, so only they are terminated.
     let app_name = format!("{run_id}-bookstore");
     let bookstore_url = format!("{schema_url}&application_name={app_name}");
+    // One bookstore runs at a time; its restarts share the spool, as on a real host.
+    let data_dir = log_dir.join("bookstore-data");
+    let data_dir = data_dir.to_string_lossy();
     let env: Vec<(String, String)> = [
         ("KAFKA_BOOTSTRAP", opts.kafka_bootstrap.as_str()),
+        ("FOLIO_DATA_DIR", data_dir.as_ref()),
         ("FOLIO_TOPIC_PREFIX", prefix.as_str()),
         ("FOLIO_GROUP_PREFIX", prefix.as_str()),
         ("DATABASE_URL", bookstore_url.as_str()),
