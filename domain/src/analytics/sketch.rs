@@ -2,8 +2,11 @@
 //!
 //! - Up to [`EXACT_LIMIT`] distinct members it keeps their 64-bit hashes, so small counts
 //!   are exact. The hash of a user id is a bijection ([`hash_id`]), so two ids never collide.
-//! - Past that it switches to HyperLogLog with 2^14 one-byte registers: 16 KiB, a standard
-//!   error of 1.04/√16384 ≈ 0.81%, so estimates stay within 2% at about 2.5σ.
+//! - Past that it switches to HyperLogLog with 2^14 one-byte registers (16 KiB), read with
+//!   Ertl's improved raw estimator (`estimate_histogram`): no bias at any count, and a
+//!   relative standard error of at most 1.04/√16384 ≈ 0.81%. At every count about 98.5% of
+//!   estimates or more are within 2%; the 99th percentile of |error| tends to 2.1%, the limit of
+//!   2^14 registers (figures in `sketch/tests.rs`).
 //! - Merging is a union; it is associative, commutative and idempotent, so figures from
 //!   several partitions and windows combine in any order.
 
@@ -198,24 +201,81 @@ fn add_to_registers(regs: &mut [u8], h: u64) {
     }
 }
 
-fn estimate_registers(regs: &[u8]) -> u64 {
-    let m = M as f64;
-    let alpha = 0.7213 / (1.0 + 1.079 / m);
-    let mut sum = 0.0;
-    let mut zeros = 0usize;
+/// Largest rank a register can hold: the 64 − P bits after the index, all zero, give
+/// `Q + 1` (the sentinel bit `1 << (P - 1)` in [`add_to_registers`] caps the count there).
+const Q: usize = 64 - P as usize;
+
+/// How many registers hold each value `0..=Q + 1`.
+fn histogram(regs: &[u8]) -> [u32; Q + 2] {
+    let mut hist = [0u32; Q + 2];
     for &r in regs {
-        sum += 2f64.powi(-i32::from(r));
-        if r == 0 {
-            zeros += 1;
+        hist[usize::from(r).min(Q + 1)] += 1;
+    }
+    hist
+}
+
+fn estimate_registers(regs: &[u8]) -> u64 {
+    estimate_histogram(&histogram(regs)).round() as u64
+}
+
+/// Ertl's improved raw estimator (O. Ertl, "New cardinality estimation algorithms for
+/// HyperLogLog sketches", 2017):
+///
+/// `n̂ = α∞·m² / (m·σ(C₀/m) + Σ_{k=1..q} C_k·2^-k + m·τ(1 − C_{q+1}/m)·2^-q)`,
+/// with `α∞ = 1/(2·ln 2)` and `C_k` the number of registers holding `k`.
+///
+/// Where plain HyperLogLog adds `2^-0 = 1` for an empty register, σ adds what such a
+/// register is expected to contribute given how many are empty, and τ does the same for
+/// registers stuck at the cap. That removes the bias for small counts without switching to
+/// linear counting, so there is no hand-over point and no empirical correction table. Its
+/// bias, measured from 1,025 to 10,000,000 members, stays within ±0.05%.
+fn estimate_histogram(hist: &[u32; Q + 2]) -> f64 {
+    let m = M as f64;
+    let empty = f64::from(hist[0]);
+    if hist[0] as usize == M {
+        return 0.0;
+    }
+    let mut sum = m * tau(1.0 - f64::from(hist[Q + 1]) / m);
+    for &c in hist[1..=Q].iter().rev() {
+        sum = 0.5 * (sum + f64::from(c));
+    }
+    sum += m * sigma(empty / m);
+    let alpha_inf = 0.5 / std::f64::consts::LN_2;
+    alpha_inf * m * m / sum
+}
+
+/// `σ(x) = x + Σ_{k≥1} x^(2^k)·2^(k−1)`, for `0 ≤ x < 1`.
+fn sigma(x: f64) -> f64 {
+    if x >= 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut power, mut weight, mut sum) = (x, 1.0, x);
+    loop {
+        power *= power;
+        let before = sum;
+        sum += power * weight;
+        weight += weight;
+        if sum == before {
+            return sum;
         }
     }
-    let raw = alpha * m * m / sum;
-    let est = if raw <= 2.5 * m && zeros > 0 {
-        m * (m / zeros as f64).ln()
-    } else {
-        raw
-    };
-    est.round() as u64
+}
+
+/// `τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^−k))²·2^−k) / 3`, for `0 ≤ x ≤ 1`.
+fn tau(x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return 0.0;
+    }
+    let (mut root, mut weight, mut sum) = (x, 1.0, 1.0 - x);
+    loop {
+        root = root.sqrt();
+        weight *= 0.5;
+        let before = sum;
+        sum -= (1.0 - root) * (1.0 - root) * weight;
+        if sum == before {
+            return sum / 3.0;
+        }
+    }
 }
 
 impl serde::Serialize for Sketch {
@@ -232,76 +292,4 @@ impl<'de> serde::Deserialize<'de> for Sketch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_counts_are_exact() {
-        let mut s = Sketch::new();
-        for id in 1..=EXACT_LIMIT as i64 {
-            s.insert_id(id);
-            s.insert_id(id);
-        }
-        assert_eq!(s.estimate(), EXACT_LIMIT as u64);
-        assert!(matches!(s, Sketch::Exact(_)));
-    }
-
-    #[test]
-    fn large_counts_stay_within_two_percent() {
-        for n in [5_000i64, 50_000, 500_000] {
-            let mut s = Sketch::new();
-            for id in 0..n {
-                s.insert_id(id * 7919 + 13);
-            }
-            let est = s.estimate() as f64;
-            let err = (est - n as f64).abs() / n as f64;
-            assert!(err < 0.02, "n={n} estimate={est} error={err:.4}");
-        }
-    }
-
-    #[test]
-    fn merge_is_a_union() {
-        let (mut a, mut b, mut all) = (Sketch::new(), Sketch::new(), Sketch::new());
-        for id in 0..3_000 {
-            a.insert_id(id);
-            all.insert_id(id);
-        }
-        for id in 2_000..6_000 {
-            b.insert_id(id);
-            all.insert_id(id);
-        }
-        let mut ab = a.clone();
-        ab.merge(&b);
-        let mut ba = b.clone();
-        ba.merge(&a);
-        assert_eq!(ab, ba);
-        assert_eq!(ab, all);
-        let mut twice = ab.clone();
-        twice.merge(&b);
-        assert_eq!(twice, ab);
-        let mut small = Sketch::new();
-        small.insert_id(1);
-        small.merge(&{
-            let mut t = Sketch::new();
-            t.insert_id(2);
-            t.insert_id(1);
-            t
-        });
-        assert_eq!(small.estimate(), 2);
-    }
-
-    #[test]
-    fn bytes_round_trip_and_garbage_is_refused() {
-        let mut s = Sketch::new();
-        for id in 0..10 {
-            s.insert_id(id);
-        }
-        assert_eq!(Sketch::from_base64(&s.to_base64()), Ok(s.clone()));
-        for id in 0..5_000 {
-            s.insert_id(id);
-        }
-        assert_eq!(Sketch::from_bytes(&s.to_bytes()), Ok(s));
-        assert!(Sketch::from_bytes(&[9, 1, 2]).is_err());
-        assert!(Sketch::from_base64("***").is_err());
-    }
-}
+mod tests;
