@@ -3,6 +3,7 @@
 //!
 //! [`StatsFold`] is the one definition of how aggregates add up. The in-memory store uses
 //! it directly; the SQL store computes the same sums in SQL and merges sketches with it.
+//! [`upsert`] is the one definition of which stored aggregates a new one replaces.
 
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -12,6 +13,11 @@ use crate::ids::BookId;
 use crate::money::Money;
 use crate::topics::Topic;
 use crate::Error;
+
+pub mod upsert;
+pub use upsert::{
+    covers, decide_upsert, group_of, upsert_into, AggregateGroup, UpsertDecision, Upserted,
+};
 
 /// A range of windows: those starting at or after `from` and before `to`. Open ends are
 /// unbounded.

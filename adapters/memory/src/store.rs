@@ -19,8 +19,9 @@ use folio_domain::ports::{
     UserRepository,
 };
 use folio_domain::stats::{
-    fold_by_window, rank_popular, BookStats, BookWindow, Overview, OverviewWindow, PopularBook,
-    PopularSort, StatsFold, TimeRange, TopBook, TopGenre,
+    fold_by_window, group_of, rank_popular, upsert_into, AggregateGroup, BookStats, BookWindow,
+    Overview, OverviewWindow, PopularBook, PopularSort, StatsFold, TimeRange, TopBook, TopGenre,
+    Upserted,
 };
 use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
@@ -40,9 +41,6 @@ struct StoredOutbox {
     published: bool,
 }
 
-/// (window start, book, source topic, source partition, first offset covered)
-type StatsKey = (DateTime<Utc>, BookId, Topic, i32, i64);
-
 #[derive(Default)]
 struct State {
     users: BTreeMap<UserId, User>,
@@ -52,7 +50,9 @@ struct State {
     reviews: BTreeMap<ReviewId, Review>,
     ratings: HashMap<(UserId, BookId), Rating>,
     outbox: Vec<StoredOutbox>,
-    stats: BTreeMap<StatsKey, Aggregate>,
+    /// Per (window, book, source topic, source partition), the aggregates kept under the
+    /// domain's upsert rule.
+    stats: BTreeMap<AggregateGroup, Vec<Aggregate>>,
     seq: i64,
 }
 
@@ -102,6 +102,7 @@ impl MemoryStore {
         self.lock()
             .stats
             .values()
+            .flatten()
             .filter(|a| range.contains(a.window_start) && book.is_none_or(|b| a.book_id == b))
             .cloned()
             .collect()
@@ -574,25 +575,10 @@ impl StatsSink for MemoryStore {
         let mut st = self.lock();
         let mut report = UpsertReport::default();
         for a in aggregates {
-            let key = (
-                a.window_start,
-                a.book_id,
-                a.source.topic,
-                a.source.partition,
-                a.source.first_offset,
-            );
-            match st.stats.get(&key) {
-                None => {
-                    report.inserted += 1;
-                    st.stats.insert(key, a.clone());
-                }
-                // Same first offset, more offsets covered: the more complete figure.
-                Some(old) if old.source.next_offset < a.source.next_offset => {
-                    report.replaced += 1;
-                    st.stats.insert(key, a.clone());
-                }
-                // Covers no more than what is stored: a replay.
-                Some(_) => report.ignored += 1,
+            match upsert_into(st.stats.entry(group_of(a)).or_default(), a) {
+                Upserted::Inserted => report.inserted += 1,
+                Upserted::Replaced => report.replaced += 1,
+                Upserted::Ignored => report.ignored += 1,
             }
         }
         Ok(report)

@@ -1,21 +1,34 @@
-//! The windows of one source partition: how events are folded in, when windows close, and
-//! what is committed so a new owner can carry on exactly.
+//! The windows of one source partition: how events are folded in, when windows close, how
+//! late events correct their window, and what is committed so a new owner carries on
+//! exactly.
 //!
 //! # Exactness (docs/exactness.md)
 //! - Each closed window yields one [`Aggregate`] per book, covering the partition's records
 //!   `[first_offset, position)`.
-//! - The committed offset is the first offset of the oldest open window (or the position
-//!   when none is open), so a new owner replays exactly the open windows.
-//! - The commit metadata records the partition's stream time, its closing horizon and the
-//!   recently closed windows with the position they closed at. On replay a record of a
-//!   closed window below that position was already counted and is skipped; one at or past
-//!   it is late.
-//! - Windows close in order of end time: once stream time (the largest event time seen) is
-//!   past a window's end plus grace, or once the clock is and the bus has confirmed, when
-//!   asked after that instant, that every record of the partition has been read.
-//!   A batch or an idle poll only hints that the partition has caught up: the hint can be
-//!   stale (a paused process, a slow fetch, a broker outage), and a window closed on it
-//!   would turn on-time records still unread into late ones.
+//! - A record whose window has already closed is *late*. Unless it is older than the
+//!   lateness horizon (then it is dead-lettered as `too_late`) it goes into the partition's
+//!   open *correction*: per window, a tally of the late records from the first one on.
+//!   A correction closes when the position crosses the end of its block of offsets
+//!   ([`WindowSpec::block_end`]) or on idleness, and yields, per window and book, an
+//!   aggregate covering `[first late record of that window, close)`. Regular windows and
+//!   corrections close through the same code ([`Tally::close`]).
+//! - Windows close in order of end time: at the record that carries stream time (the
+//!   largest event time seen) past a window's end plus grace, or on idleness once the clock
+//!   is past it and the bus has confirmed, when asked after that instant, that every record
+//!   of the partition has been read. A batch or an idle poll only hints that the partition
+//!   has caught up: the hint can be stale (a paused process, a slow fetch, a broker
+//!   outage), and a window closed on it would turn on-time records still unread into late
+//!   ones. Closing at a record, not at the end of a batch, makes the close position the
+//!   same for every owner that reads the same records.
+//! - The committed offset is the first offset of the oldest open window or correction (or
+//!   the position when none is open), so a new owner replays exactly what is open.
+//! - The commit metadata records the partition's stream time, its closing horizon, the
+//!   recently closed windows with the position they closed at, and the offset below which
+//!   every late record is in a published correction. On replay a record of a closed window
+//!   below its window's close or below that offset was already counted and is skipped; one
+//!   at or past both is late.
+//! - A correction is published only once the close of every window it corrects has been
+//!   committed, so no later owner can count its records in the window itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -33,20 +46,151 @@ use crate::topics::TopicPartition;
 pub enum Ingested {
     /// Folded into its window.
     Counted,
-    /// Its `event_id` was already counted in this window.
+    /// Its `event_id` was already counted in the same window (or the same correction).
     Duplicate,
     /// A replay of a record that a published aggregate already covers.
     Replayed,
-    /// Its window had closed before it arrived; it is dead-lettered, not counted.
-    Late,
+    /// Its window had closed; folded into the window's correction.
+    Corrected,
+    /// Its window closed longer ago than the lateness horizon; it is dead-lettered.
+    TooLate,
     /// It cannot be folded in (for example a second currency); it is dead-lettered.
     Rejected(String),
 }
 
-struct OpenWindow {
+/// The figures of one window (or of one window's correction) so far, per book, from the
+/// first record folded in.
+struct Tally {
     first_offset: i64,
+    /// Stream time just before its first record was read: what a replay from
+    /// `first_offset` starts with.
+    stream_before: Option<i64>,
     books: HashMap<BookId, Figures>,
     seen: HashSet<u128>,
+}
+
+/// How [`Tally::add`] went.
+enum Added {
+    Counted,
+    Duplicate,
+    Rejected(String),
+}
+
+impl Tally {
+    fn new(first_offset: i64, stream_before: Option<i64>) -> Self {
+        Tally {
+            first_offset,
+            stream_before,
+            books: HashMap::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn add(&mut self, event: &Event) -> Added {
+        if !self.seen.insert(event.event_id().as_u128()) {
+            return Added::Duplicate;
+        }
+        let figures = self.books.entry(event.book_id()).or_default();
+        if let Err(reason) = figures.add(event) {
+            self.seen.remove(&event.event_id().as_u128());
+            return Added::Rejected(reason);
+        }
+        Added::Counted
+    }
+
+    /// The one rule for closing, windows and corrections alike: one aggregate per book, in
+    /// book order, covering `[first_offset, next_offset)` of the partition.
+    fn close(self, tp: TopicPartition, window: Window, next_offset: i64) -> Vec<Aggregate> {
+        let mut books: Vec<_> = self.books.into_iter().collect();
+        books.sort_by_key(|(b, _)| *b);
+        books
+            .into_iter()
+            .map(|(book_id, figures)| {
+                aggregate(tp, window, self.first_offset, next_offset, book_id, figures)
+            })
+            .collect()
+    }
+
+    /// The same figures, without closing (a snapshot).
+    fn peek(&self, tp: TopicPartition, window: Window, next_offset: i64) -> Vec<Aggregate> {
+        let mut books: Vec<_> = self.books.iter().collect();
+        books.sort_by_key(|(b, _)| **b);
+        books
+            .into_iter()
+            .map(|(book_id, figures)| {
+                aggregate(
+                    tp,
+                    window,
+                    self.first_offset,
+                    next_offset,
+                    *book_id,
+                    figures.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn aggregate(
+    tp: TopicPartition,
+    window: Window,
+    first_offset: i64,
+    next_offset: i64,
+    book_id: BookId,
+    figures: Figures,
+) -> Aggregate {
+    Aggregate {
+        window_start: window.start(),
+        window_end: window.end(),
+        book_id,
+        source: SourceRange {
+            topic: tp.topic,
+            partition: tp.partition,
+            first_offset,
+            next_offset,
+        },
+        figures,
+    }
+}
+
+/// The open correction of a partition: the late records read since the last correction
+/// closed, per window. All its windows close together.
+struct Correction {
+    block_len: i64,
+    /// The end of the block of offsets it lies in: it closes there at the latest.
+    block_end: i64,
+    /// When the worker first saw it open (its clock, ms): it closes on idleness a grace
+    /// period later.
+    opened_ms: Option<i64>,
+    windows: BTreeMap<i64, Tally>,
+}
+
+impl Correction {
+    fn first_offset(&self) -> Option<i64> {
+        self.windows.values().map(|t| t.first_offset).min()
+    }
+
+    fn first_block(&self) -> Option<i64> {
+        self.first_offset().map(|o| o.div_euclid(self.block_len))
+    }
+}
+
+/// A closed correction waiting for the close of its windows to be committed.
+struct HeldCorrection {
+    /// The block it lies in: its late records stay remembered, and keep the commit, until
+    /// it is published.
+    block: i64,
+    next_offset: i64,
+    last_window_end: i64,
+    aggregates: Vec<Aggregate>,
+}
+
+/// The late records of one block of offsets, remembered to recognise duplicates.
+struct LateBlock {
+    /// Where a replay that rebuilds this memory starts, and its stream time there.
+    from: i64,
+    stream_before: Option<i64>,
+    ids: HashSet<(i64, u128)>,
 }
 
 /// The checkpoint kept in the commit metadata.
@@ -54,7 +198,8 @@ struct OpenWindow {
 struct Checkpoint {
     /// Format version.
     v: u8,
-    /// Largest event time seen (ms), if any.
+    /// Largest event time of the records counted before the committed offset (ms), if
+    /// any: a replay from there retraces stream time exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stream: Option<i64>,
     /// Windows ending at or before this instant (ms) are closed.
@@ -63,22 +208,43 @@ struct Checkpoint {
     /// Recently closed windows: (start ms, position when closed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     closed: Vec<(i64, i64)>,
+    /// Every late record below this offset is in a published correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    corrected: Option<i64>,
 }
 
-/// The open windows of one partition.
+/// The open windows and the open correction of one partition.
 pub struct PartitionWindows {
     tp: TopicPartition,
     spec: WindowSpec,
-    open: BTreeMap<i64, OpenWindow>,
+    open: BTreeMap<i64, Tally>,
+    correction: Option<Correction>,
+    held: Vec<HeldCorrection>,
+    /// Closed and ready to publish.
+    ready: Vec<Aggregate>,
     stream_ms: Option<i64>,
     horizon_ms: Option<i64>,
     closed: Vec<(i64, i64)>,
+    corrected_to: Option<i64>,
+    /// The horizon of the last checkpoint the bus accepted, and of the last one taken.
+    durable_horizon_ms: Option<i64>,
+    taken_horizon_ms: Option<i64>,
     position: i64,
     /// The last batch or idle poll said the partition had caught up (a hint).
     caught_up: bool,
     /// Every record appended before this instant (ms) has been read: confirmed with the
     /// bus's high watermark, asked at that instant.
     confirmed_ms: Option<i64>,
+    /// The `(window start, event id)` of every late record read, per block of offsets,
+    /// for the current block and the one before: a duplicate of a late event is
+    /// recognised even when a correction closed between its copies. While any is kept the
+    /// commit stays at the start of the oldest block kept, so a replay rebuilds exactly
+    /// the same memory.
+    late_ids: BTreeMap<i64, LateBlock>,
+    /// The block of offsets being read: (block, first offset read in it, stream time just
+    /// before it).
+    block_start: Option<(i64, i64, Option<i64>)>,
+    corrections_released: u64,
     dirty: bool,
 }
 
@@ -93,12 +259,21 @@ impl PartitionWindows {
             tp,
             spec,
             open: BTreeMap::new(),
+            correction: None,
+            held: Vec::new(),
+            ready: Vec::new(),
             stream_ms: cp.stream,
             horizon_ms: cp.horizon,
             closed: cp.closed,
+            corrected_to: cp.corrected,
+            durable_horizon_ms: cp.horizon,
+            taken_horizon_ms: cp.horizon,
             position: committed.map_or(0, |c| c.offset),
             caught_up: false,
             confirmed_ms: None,
+            late_ids: BTreeMap::new(),
+            block_start: None,
+            corrections_released: 0,
             dirty: false,
         }
     }
@@ -107,49 +282,224 @@ impl PartitionWindows {
         self.tp
     }
 
-    /// Folds in the record at `offset` carrying `event`.
-    pub fn ingest(&mut self, offset: i64, event: &Event) -> Ingested {
+    fn window(&self, start_ms: i64) -> Window {
+        Window {
+            start_ms,
+            end_ms: start_ms + self.spec.length_ms(),
+        }
+    }
+
+    /// Moves the position past the record at `offset`; a correction whose block ends at
+    /// or before it closes at its block end, before the record is folded in.
+    fn advance(&mut self, offset: i64) {
+        if let Some(end) = self.correction.as_ref().map(|c| c.block_end) {
+            if offset >= end {
+                self.close_correction(end);
+            }
+        }
+        let block = self.block_of(offset);
+        if self.block_start.is_none_or(|(b, _, _)| b < block) {
+            let from = (block * self.spec.correction_block()).max(self.position.min(offset));
+            self.block_start = Some((block, from, self.stream_ms));
+        }
         if offset >= self.position {
             self.position = offset + 1;
         }
+        // Late records are remembered for this block and the one before, and as long as a
+        // held correction of theirs may have to be decided again.
+        let keep = self
+            .held
+            .iter()
+            .map(|h| h.block)
+            .chain([block])
+            .min()
+            .unwrap_or(block)
+            - 1;
+        if self.late_ids.keys().next().is_some_and(|&b| b < keep) {
+            self.late_ids.retain(|&b, _| b >= keep);
+            self.dirty = true;
+        }
+    }
+
+    fn block_of(&self, offset: i64) -> i64 {
+        offset.div_euclid(self.spec.correction_block())
+    }
+
+    /// Remembers a late record; true when the same event was late in the current or the
+    /// previous block already.
+    fn remember_late(&mut self, offset: i64, window: Window, event: &Event) -> bool {
+        let key = (window.start_ms, event.event_id().as_u128());
+        let seen = self.late_ids.values().any(|b| b.ids.contains(&key));
+        let (from, stream_before) = match self.block_start {
+            Some((_, from, stream)) => (from, stream),
+            None => (offset, self.stream_ms),
+        };
+        self.late_ids
+            .entry(self.block_of(offset))
+            .or_insert_with(|| LateBlock {
+                from,
+                stream_before,
+                ids: HashSet::new(),
+            })
+            .ids
+            .insert(key);
+        seen
+    }
+
+    /// Folds in the record at `offset` carrying `event`.
+    pub fn ingest(&mut self, offset: i64, event: &Event) -> Ingested {
+        self.advance(offset);
         let t = event.occurred_at().timestamp_millis();
         let window = self.spec.window_of(t);
         if self.horizon_ms.is_some_and(|h| window.end_ms <= h) {
-            let covered = self
-                .closed
-                .iter()
-                .any(|&(start, next)| start == window.start_ms && offset < next);
-            return if covered {
-                Ingested::Replayed
-            } else {
-                Ingested::Late
-            };
+            return self.late(offset, window, t, event);
         }
-        let ow = self
+        let stream_before = self.stream_ms;
+        let tally = self
             .open
             .entry(window.start_ms)
-            .or_insert_with(|| OpenWindow {
-                first_offset: offset,
-                books: HashMap::new(),
-                seen: HashSet::new(),
-            });
-        if !ow.seen.insert(event.event_id().as_u128()) {
+            .or_insert_with(|| Tally::new(offset, stream_before));
+        match tally.add(event) {
+            Added::Counted => {}
+            Added::Duplicate => return Ingested::Duplicate,
+            Added::Rejected(reason) => return Ingested::Rejected(reason),
+        }
+        if self.stream_ms.is_none_or(|s| t > s) {
+            self.stream_ms = Some(t);
+        }
+        // Also a window this record opened in a gap of the partition's traffic, which
+        // stream time has passed already: it closes at once.
+        self.close_by_stream();
+        Ingested::Counted
+    }
+
+    /// A record of a closed window: already covered, too late, or a correction.
+    fn late(&mut self, offset: i64, window: Window, t: i64, event: &Event) -> Ingested {
+        if self
+            .closed
+            .iter()
+            .any(|&(start, next)| start == window.start_ms && offset < next)
+        {
+            // Counted the first time: stream time moves as it did then.
+            if self.stream_ms.is_none_or(|s| t > s) {
+                self.stream_ms = Some(t);
+                self.close_by_stream();
+            }
+            return Ingested::Replayed;
+        }
+        if self
+            .stream_ms
+            .is_some_and(|s| s.saturating_sub(t) > self.spec.lateness_ms())
+        {
+            return Ingested::TooLate;
+        }
+        let seen = self.remember_late(offset, window, event);
+        if self.corrected_to.is_some_and(|c| offset < c) {
+            // In a published correction (or a duplicate of what is): rebuild the memory.
+            return Ingested::Replayed;
+        }
+        if seen {
             return Ingested::Duplicate;
         }
-        let figures = ow.books.entry(event.book_id()).or_default();
-        if let Err(reason) = figures.add(event) {
-            ow.seen.remove(&event.event_id().as_u128());
-            return Ingested::Rejected(reason);
+        let block_end = self.spec.block_end(offset);
+        let stream_before = self.stream_ms;
+        let block_len = self.spec.correction_block();
+        let correction = self.correction.get_or_insert_with(|| Correction {
+            block_len,
+            block_end,
+            opened_ms: None,
+            windows: BTreeMap::new(),
+        });
+        let tally = correction
+            .windows
+            .entry(window.start_ms)
+            .or_insert_with(|| Tally::new(offset, stream_before));
+        match tally.add(event) {
+            Added::Counted => Ingested::Corrected,
+            Added::Duplicate => Ingested::Duplicate,
+            Added::Rejected(reason) => Ingested::Rejected(reason),
         }
-        self.stream_ms = Some(self.stream_ms.map_or(t, |s| s.max(t)));
-        Ingested::Counted
+    }
+
+    /// Closes, at the current position, every open window that stream time has passed.
+    fn close_by_stream(&mut self) {
+        let Some(stream) = self.stream_ms else {
+            return;
+        };
+        while let Some(&start) = self.open.keys().next() {
+            if stream < self.spec.closes_at(self.window(start)) {
+                break;
+            }
+            self.close_oldest_window();
+        }
+    }
+
+    /// Closes the oldest open window at the current position.
+    fn close_oldest_window(&mut self) {
+        let Some((start, tally)) = self.open.pop_first() else {
+            return;
+        };
+        let window = self.window(start);
+        self.ready
+            .extend(tally.close(self.tp, window, self.position));
+        self.horizon_ms = Some(
+            self.horizon_ms
+                .map_or(window.end_ms, |h| h.max(window.end_ms)),
+        );
+        self.closed.push((window.start_ms, self.position));
+        self.dirty = true;
+    }
+
+    /// Closes the open correction at `next_offset`; it is published once the close of
+    /// every window it corrects has been committed.
+    fn close_correction(&mut self, next_offset: i64) {
+        let Some(correction) = self.correction.take() else {
+            return;
+        };
+        let first_offset = correction.first_offset().unwrap_or(next_offset);
+        let block = correction
+            .first_block()
+            .unwrap_or_else(|| self.block_of(first_offset));
+        let mut last_window_end = i64::MIN;
+        let mut aggregates = Vec::new();
+        for (start, tally) in correction.windows {
+            let window = self.window(start);
+            last_window_end = last_window_end.max(window.end_ms);
+            aggregates.extend(tally.close(self.tp, window, next_offset));
+        }
+        self.held.push(HeldCorrection {
+            block,
+            next_offset,
+            last_window_end,
+            aggregates,
+        });
+        self.dirty = true;
+        self.release_corrections();
+    }
+
+    /// Moves held corrections whose windows' closes are committed to the ready list.
+    fn release_corrections(&mut self) {
+        while let Some(h) = self.held.first() {
+            if self
+                .durable_horizon_ms
+                .is_none_or(|d| d < h.last_window_end)
+            {
+                break;
+            }
+            let h = self.held.remove(0);
+            self.corrected_to = Some(
+                self.corrected_to
+                    .map_or(h.next_offset, |c| c.max(h.next_offset)),
+            );
+            self.corrections_released += h.aggregates.len() as u64;
+            self.ready.extend(h.aggregates);
+            self.dirty = true;
+        }
     }
 
     /// Notes a record that was not folded in (undecodable), so the position moves past it.
     pub fn skip(&mut self, offset: i64) {
-        if offset >= self.position {
-            self.position = offset + 1;
-        }
+        self.advance(offset);
     }
 
     /// Records a hint that the partition has (or has not) caught up, as an idle poll says.
@@ -162,26 +512,38 @@ impl PartitionWindows {
         self.caught_up = self.position >= high_watermark;
     }
 
-    /// Whether a window is due on idleness at `now_ms` but waits for the bus to confirm
-    /// that the partition has caught up (see [`PartitionWindows::confirm_caught_up`]).
+    /// The instant the oldest open window, or the open correction, closes at on idleness
+    /// (`None` when nothing is open).
+    fn idle_due(&self) -> Option<i64> {
+        let window = self
+            .open
+            .keys()
+            .next()
+            .map(|&s| self.spec.closes_at(self.window(s)));
+        let correction = self
+            .correction
+            .as_ref()
+            .and_then(|c| c.opened_ms)
+            .map(|o| o.saturating_add(self.spec.grace_ms()));
+        match (window, correction) {
+            (Some(w), Some(c)) => Some(w.min(c)),
+            (w, c) => w.or(c),
+        }
+    }
+
+    /// Whether a window or the correction is due on idleness at `now_ms` but waits for the
+    /// bus to confirm that the partition has caught up (see
+    /// [`PartitionWindows::confirm_caught_up`]).
     pub fn needs_confirmation(&self, now_ms: i64) -> bool {
-        let Some((&start, _)) = self.open.first_key_value() else {
+        let Some(closes_at) = self.idle_due() else {
             return false;
         };
-        let closes_at = self.spec.closes_at(Window {
-            start_ms: start,
-            end_ms: start + self.spec.length_ms(),
-        });
-        let by_stream = self.stream_ms.is_some_and(|s| s >= closes_at);
-        self.caught_up
-            && !by_stream
-            && now_ms >= closes_at
-            && self.confirmed_ms.is_none_or(|c| c < closes_at)
+        self.caught_up && now_ms >= closes_at && self.confirmed_ms.is_none_or(|c| c < closes_at)
     }
 
     /// The bus's high watermark, asked at `as_of_ms`: when every record below it has been
-    /// read, every record appended before `as_of_ms` has, and windows closing by then may
-    /// close on idleness.
+    /// read, every record appended before `as_of_ms` has, and what closes by then may close
+    /// on idleness.
     pub fn confirm_caught_up(&mut self, as_of_ms: i64, high_watermark: i64) {
         if self.position >= high_watermark {
             self.caught_up = true;
@@ -191,90 +553,73 @@ impl PartitionWindows {
         }
     }
 
-    /// Closes every window that is due at `now_ms` and returns its aggregates, one per book:
-    /// by stream time, or on idleness once [`PartitionWindows::confirm_caught_up`] has
-    /// confirmed, as of its closing time or later, that nothing of it is left to read.
+    fn idle_closes(&self, now_ms: i64, closes_at: i64) -> bool {
+        now_ms >= closes_at && self.confirmed_ms.is_some_and(|c| c >= closes_at)
+    }
+
+    /// Returns everything closed since the last call, one aggregate per book and window:
+    /// windows closed by stream time as their records were read, and — at `now_ms` — on
+    /// idleness once [`PartitionWindows::confirm_caught_up`] has confirmed, as of their
+    /// closing time or later, that nothing of them is left to read; the same for the open
+    /// correction, a grace period after it was first seen open; and corrections whose
+    /// windows' closes have been committed since.
     pub fn close_due(&mut self, now_ms: i64) -> Vec<Aggregate> {
-        let mut out = Vec::new();
-        while let Some((&start, _)) = self.open.first_key_value() {
-            let window = Window {
-                start_ms: start,
-                end_ms: start + self.spec.length_ms(),
-            };
-            let closes_at = self.spec.closes_at(window);
-            let by_stream = self.stream_ms.is_some_and(|s| s >= closes_at);
-            let by_idle = now_ms >= closes_at && self.confirmed_ms.is_some_and(|c| c >= closes_at);
-            if !(by_stream || by_idle) {
+        while let Some(&start) = self.open.keys().next() {
+            if !self.idle_closes(now_ms, self.spec.closes_at(self.window(start))) {
                 break;
             }
-            let Some((_, ow)) = self.open.pop_first() else {
-                break;
-            };
-            let mut books: Vec<_> = ow.books.into_iter().collect();
-            books.sort_by_key(|(b, _)| *b);
-            for (book_id, figures) in books {
-                out.push(self.aggregate(window, ow.first_offset, book_id, figures));
-            }
-            self.horizon_ms = Some(
-                self.horizon_ms
-                    .map_or(window.end_ms, |h| h.max(window.end_ms)),
-            );
-            self.closed.push((window.start_ms, self.position));
-            self.dirty = true;
+            self.close_oldest_window();
         }
+        if let Some(c) = self.correction.as_mut() {
+            let opened = *c.opened_ms.get_or_insert(now_ms);
+            if self.idle_closes(now_ms, opened.saturating_add(self.spec.grace_ms())) {
+                self.close_correction(self.position);
+            }
+        }
+        self.release_corrections();
         // Windows that can no longer be reached by a replay need no record.
         let commit = self.commit_offset();
         self.closed.retain(|&(_, next)| next > commit);
-        out
+        std::mem::take(&mut self.ready)
     }
 
-    /// The figures of every open window so far, without closing them. Published on shutdown
-    /// so nothing read is lost even when no one replays the partition (the in-process bus);
-    /// the complete aggregate a later owner publishes for the same window replaces it.
+    /// The figures of every open window and of the open correction so far, without closing
+    /// them. Published on shutdown so nothing read is lost even when no one replays the
+    /// partition (the in-process bus); the complete aggregate a later owner publishes for
+    /// the same offsets contains and replaces it.
     pub fn snapshot(&self) -> Vec<Aggregate> {
         let mut out = Vec::new();
-        for (&start, ow) in &self.open {
-            let window = Window {
-                start_ms: start,
-                end_ms: start + self.spec.length_ms(),
-            };
-            let mut books: Vec<_> = ow.books.iter().collect();
-            books.sort_by_key(|(b, _)| **b);
-            for (book_id, figures) in books {
-                out.push(self.aggregate(window, ow.first_offset, *book_id, figures.clone()));
+        for (&start, tally) in &self.open {
+            out.extend(tally.peek(self.tp, self.window(start), self.position));
+        }
+        if let Some(c) = &self.correction {
+            for (&start, tally) in &c.windows {
+                out.extend(tally.peek(self.tp, self.window(start), self.position));
             }
         }
         out
     }
 
-    fn aggregate(
-        &self,
-        window: Window,
-        first_offset: i64,
-        book_id: BookId,
-        figures: Figures,
-    ) -> Aggregate {
-        Aggregate {
-            window_start: window.start(),
-            window_end: window.end(),
-            book_id,
-            source: SourceRange {
-                topic: self.tp.topic,
-                partition: self.tp.partition,
-                first_offset,
-                next_offset: self.position,
-            },
-            figures,
-        }
+    /// The offset to commit and the stream time just before it: the first record of the
+    /// oldest open window or correction, or where the late records remembered for
+    /// duplicates start, or the position.
+    fn commit_point(&self) -> (i64, Option<i64>) {
+        let tallies = self
+            .open
+            .values()
+            .chain(self.correction.iter().flat_map(|c| c.windows.values()))
+            .map(|t| (t.first_offset, t.stream_before));
+        let late = self.late_ids.values().map(|b| (b.from, b.stream_before));
+        tallies
+            .chain(late)
+            .filter(|(o, _)| *o < self.position)
+            .min_by_key(|(o, _)| *o)
+            .unwrap_or((self.position, self.stream_ms))
     }
 
-    /// The offset to commit: the first record of the oldest open window, or the position.
+    /// The offset to commit (see [`PartitionWindows::take_checkpoint`]).
     pub fn commit_offset(&self) -> i64 {
-        self.open
-            .values()
-            .map(|w| w.first_offset)
-            .min()
-            .unwrap_or(self.position)
+        self.commit_point().0
     }
 
     /// The position and checkpoint to commit, if they changed since the last call.
@@ -283,16 +628,43 @@ impl PartitionWindows {
             return None;
         }
         self.dirty = false;
+        self.taken_horizon_ms = self.horizon_ms;
+        let (offset, stream) = self.commit_point();
         let cp = Checkpoint {
-            v: 1,
-            stream: self.stream_ms,
+            v: 2,
+            stream,
             horizon: self.horizon_ms,
             closed: self.closed.clone(),
+            corrected: self.corrected_to,
         };
         Some(Committed {
-            offset: self.commit_offset(),
+            offset,
             metadata: serde_json::to_string(&cp).unwrap_or_default(),
         })
+    }
+
+    /// The bus accepted the last checkpoint taken: the windows it closes are closed for
+    /// every later owner, so corrections of them may be published.
+    pub fn committed(&mut self) {
+        if let Some(h) = self.taken_horizon_ms {
+            self.durable_horizon_ms = Some(self.durable_horizon_ms.map_or(h, |d| d.max(h)));
+        }
+        self.release_corrections();
+    }
+
+    /// The bus refused the last checkpoint taken: it is taken again next time.
+    pub fn commit_failed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Aggregates closed and not yet returned by [`PartitionWindows::close_due`].
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Correction aggregates released for publishing since the last call.
+    pub fn take_corrections_released(&mut self) -> u64 {
+        std::mem::take(&mut self.corrections_released)
     }
 
     /// Marks the checkpoint as changed (for example after dead-lettering records while no
@@ -304,6 +676,11 @@ impl PartitionWindows {
     /// How many windows are open.
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// How many windows the open correction corrects.
+    pub fn open_corrections(&self) -> usize {
+        self.correction.as_ref().map_or(0, |c| c.windows.len())
     }
 }
 

@@ -6,12 +6,23 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::Error;
 
-/// Window length and grace period.
+/// Window length and grace period, and how late events are handled: the lateness horizon
+/// beyond which they are dead-lettered, and the block of offsets that bounds a correction
+/// (docs/exactness.md, "Late events").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
     length_ms: i64,
     grace_ms: i64,
+    lateness_ms: i64,
+    block: i64,
 }
+
+/// The default lateness horizon: the bookstore's default statistics retention, 7 days.
+pub const DEFAULT_LATENESS_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The default correction block: a correction never spans offsets of two blocks of this
+/// many offsets, so its range is the same whichever batch boundaries a replay sees.
+pub const DEFAULT_CORRECTION_BLOCK: i64 = 1024;
 
 impl WindowSpec {
     /// A window length of at least one second that divides a day evenly (so windows line up
@@ -32,7 +43,42 @@ impl WindowSpec {
         Ok(WindowSpec {
             length_ms,
             grace_ms,
+            lateness_ms: DEFAULT_LATENESS_HORIZON.as_millis() as i64,
+            block: DEFAULT_CORRECTION_BLOCK,
         })
+    }
+
+    /// Events older than `horizon` (against the partition's stream time) are dead-lettered
+    /// as `too_late` instead of correcting their window. At least the window length plus
+    /// grace, at most a year.
+    pub fn with_lateness_horizon(mut self, horizon: Duration) -> Result<Self, Error> {
+        let ms = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        if ms < self.length_ms + self.grace_ms || ms > 366 * 86_400_000 {
+            return Err(Error::invalid(format!(
+                "lateness horizon must be at least window plus grace and at most a year, got {horizon:?}"
+            )));
+        }
+        self.lateness_ms = ms;
+        Ok(self)
+    }
+
+    /// Offsets per correction block (at least 1).
+    pub fn with_correction_block(mut self, offsets: i64) -> Self {
+        self.block = offsets.max(1);
+        self
+    }
+
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
+    pub fn correction_block(&self) -> i64 {
+        self.block
+    }
+
+    /// The first offset of the block after the one holding `offset`.
+    pub fn block_end(&self, offset: i64) -> i64 {
+        (offset.div_euclid(self.block) + 1).saturating_mul(self.block)
     }
 
     pub fn length_ms(&self) -> i64 {
@@ -82,7 +128,8 @@ pub fn millis(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Parses a duration such as `60s`, `2s`, `500ms`, `1m`, `1h` or a bare number of seconds.
+/// Parses a duration such as `60s`, `2s`, `500ms`, `1m`, `1h`, `7d` or a bare number of
+/// seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, Error> {
     let s = raw.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -97,9 +144,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, Error> {
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
         _ => {
             return Err(Error::invalid(format!(
-                "{raw:?} has an unknown unit; use ms, s, m or h"
+                "{raw:?} has an unknown unit; use ms, s, m, h or d"
             )))
         }
     };
@@ -151,5 +199,23 @@ mod tests {
         assert_eq!(parse_duration("30").ok(), Some(Duration::from_secs(30)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+        assert_eq!(
+            parse_duration("7d").ok(),
+            Some(Duration::from_secs(604_800))
+        );
+        let spec = WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5)).expect("valid");
+        assert_eq!(spec.lateness_ms(), 604_800_000, "7 days by default");
+        assert!(spec.with_lateness_horizon(Duration::from_secs(64)).is_err());
+        assert_eq!(
+            spec.with_lateness_horizon(Duration::from_secs(3600))
+                .map(|s| s.lateness_ms())
+                .ok(),
+            Some(3_600_000)
+        );
+        let spec = spec.with_correction_block(100);
+        assert_eq!(
+            (spec.block_end(0), spec.block_end(99), spec.block_end(100)),
+            (100, 100, 200)
+        );
     }
 }

@@ -88,7 +88,12 @@ pub struct WorkerStats {
     pub counted: AtomicU64,
     pub duplicates: AtomicU64,
     pub replayed: AtomicU64,
+    /// Late events: their window had closed, and they went into its correction.
     pub late: AtomicU64,
+    /// Correction aggregates published (one per window and book a correction moved).
+    pub corrections: AtomicU64,
+    /// Events older than the lateness horizon, dead-lettered with reason `too_late`.
+    pub too_late: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub aggregates_published: AtomicU64,
     pub windows_open: AtomicU64,
@@ -179,22 +184,22 @@ impl AnalyticsWorker {
             }
         }
         if self.flush_pending().await.is_ok() {
-            let commits: Vec<OffsetCommit> = self
-                .partitions
-                .values_mut()
-                .filter_map(|p| {
-                    let tp = p.partition();
-                    p.take_checkpoint(true).map(|c| OffsetCommit {
-                        partition: tp,
-                        offset: c.offset,
-                        metadata: c.metadata,
-                    })
-                })
-                .collect();
-            if !commits.is_empty() {
-                if let Err(e) = self.consumer.commit(&commits).await {
-                    warn!(error = %e, "final commit failed; the next owner replays open windows");
+            if self.commit(true).await {
+                // Corrections the final commit released: published for the in-process bus,
+                // whose next start does not replay; a Kafka owner would rebuild them.
+                let now = self.clock.now().timestamp_millis();
+                for p in self.partitions.values_mut() {
+                    if p.has_ready() {
+                        for a in p.close_due(now) {
+                            self.unflushed.push(aggregate_record(&a));
+                        }
+                    }
                 }
+                if let Err(e) = self.flush_pending().await {
+                    warn!(error = %e, "corrections released at shutdown were not delivered; the next owner rebuilds them");
+                }
+            } else {
+                warn!("final commit failed; the next owner replays open windows");
             }
         }
         self.consumer.leave().await?;
@@ -260,11 +265,16 @@ impl AnalyticsWorker {
                                 WorkerStats::bump(&self.stats.replayed, 1);
                                 None
                             }
-                            Ingested::Late => {
+                            Ingested::Corrected => {
                                 WorkerStats::bump(&self.stats.late, 1);
+                                None
+                            }
+                            Ingested::TooLate => {
+                                WorkerStats::bump(&self.stats.too_late, 1);
                                 Some(format!(
-                                    "late: the window of {} closed before the event arrived",
-                                    ev.occurred_at().to_rfc3339()
+                                    "too_late: the window of {} closed more than the lateness horizon ({} s) before the event arrived",
+                                    ev.occurred_at().to_rfc3339(),
+                                    self.spec.lateness_ms() / 1000
                                 ))
                             }
                             Ingested::Rejected(reason) => Some(reason),
@@ -299,38 +309,71 @@ impl AnalyticsWorker {
     async fn close_and_commit(&mut self) -> Result<()> {
         let now = self.clock.now().timestamp_millis();
         self.confirm_idle(now).await;
-        let mut open = 0;
-        for p in self.partitions.values_mut() {
-            let closed = p.close_due(now);
-            WorkerStats::bump(&self.stats.aggregates_published, closed.len() as u64);
-            for a in closed {
-                self.unflushed.push(aggregate_record(&a));
+        // A second round publishes the corrections a successful commit released: the
+        // close of the windows they correct is now on record for every later owner.
+        for _ in 0..2 {
+            let mut open = 0;
+            for p in self.partitions.values_mut() {
+                let closed = p.close_due(now);
+                WorkerStats::bump(&self.stats.aggregates_published, closed.len() as u64);
+                WorkerStats::bump(&self.stats.corrections, p.take_corrections_released());
+                for a in closed {
+                    self.unflushed.push(aggregate_record(&a));
+                }
+                open += p.open_windows() as u64;
             }
-            open += p.open_windows() as u64;
+            self.stats.windows_open.store(open, Ordering::Relaxed);
+            self.flush_pending().await?;
+            if !self.commit(false).await {
+                break;
+            }
+            if !self.partitions.values().any(PartitionWindows::has_ready) {
+                break;
+            }
         }
-        self.stats.windows_open.store(open, Ordering::Relaxed);
-        self.flush_pending().await?;
+        Ok(())
+    }
+
+    /// Commits the checkpoints that changed (all of them when `force`); true when something
+    /// was committed.
+    async fn commit(&mut self, force: bool) -> bool {
         let commits: Vec<OffsetCommit> = self
             .partitions
             .values_mut()
             .filter_map(|p| {
                 let tp = p.partition();
-                p.take_checkpoint(false).map(|c| OffsetCommit {
+                p.take_checkpoint(force).map(|c| OffsetCommit {
                     partition: tp,
                     offset: c.offset,
                     metadata: c.metadata,
                 })
             })
             .collect();
-        if !commits.is_empty() {
-            match self.consumer.commit(&commits).await {
-                Ok(()) => WorkerStats::bump(&self.stats.commits, 1),
-                // A lost partition's next owner replays from the last commit; the sink's
-                // upsert makes that harmless.
-                Err(e) => warn!(error = %e, "commit failed"),
+        if commits.is_empty() {
+            return false;
+        }
+        match self.consumer.commit(&commits).await {
+            Ok(()) => {
+                WorkerStats::bump(&self.stats.commits, 1);
+                for c in &commits {
+                    if let Some(p) = self.partitions.get_mut(&c.partition) {
+                        p.committed();
+                    }
+                }
+                true
+            }
+            // A lost partition's next owner replays from the last commit; the sink's
+            // upsert makes that harmless.
+            Err(e) => {
+                warn!(error = %e, "commit failed");
+                for c in &commits {
+                    if let Some(p) = self.partitions.get_mut(&c.partition) {
+                        p.commit_failed();
+                    }
+                }
+                false
             }
         }
-        Ok(())
     }
 
     /// Asks the bus, at `now`, for the high watermarks of the partitions whose windows are
