@@ -74,6 +74,24 @@ impl Ledger {
             .map(|i| self.cursor + i as u64)
     }
 
+    /// Records a delivery of `positions` in which the indexes `failed` (ascending)
+    /// failed: those become pending again, the others done. Returns (done, failed) counts.
+    fn settle(&mut self, positions: &[u64], failed: &[usize]) -> (u64, u64) {
+        let mut failed = failed.iter().copied().peekable();
+        let (mut ok, mut bad) = (0, 0);
+        for (i, p) in positions.iter().enumerate() {
+            if failed.next_if_eq(&i).is_some() {
+                self.set(*p, Status::Pending);
+                bad += 1;
+            } else if self.status(*p).is_some_and(|s| s != Status::Done) {
+                // Pending too: a record taken from memory before the ledger knew of it.
+                self.set(*p, Status::Done);
+                ok += 1;
+            }
+        }
+        (ok, bad)
+    }
+
     fn status(&self, pos: u64) -> Option<Status> {
         pos.checked_sub(self.cursor)
             .and_then(|i| self.status.get(i as usize).copied())
@@ -145,6 +163,10 @@ pub(crate) async fn run(
                 let batch = take_from_memory(&shared, cfg.batch);
                 if !batch.is_empty() {
                     let positions: Vec<u64> = batch.iter().map(|(p, _)| *p).collect();
+                    // Appended after this iteration looked at the journal: know them first.
+                    if let Some(last) = positions.last() {
+                        ledger.extend_to(last + 1);
+                    }
                     for p in &positions {
                         ledger.set(*p, Status::InFlight);
                     }
@@ -249,19 +271,7 @@ fn settle(
         // The delivery task panicked: what it held is still pending on disk.
         return true;
     };
-    let mut failed = failed.into_iter().peekable();
-    let mut ok = 0u64;
-    let mut bad = 0u64;
-    for (i, p) in positions.iter().enumerate() {
-        if failed.peek() == Some(&i) {
-            failed.next();
-            ledger.set(*p, Status::Pending);
-            bad += 1;
-        } else if ledger.status(*p) == Some(Status::InFlight) {
-            ledger.set(*p, Status::Done);
-            ok += 1;
-        }
-    }
+    let (ok, bad) = ledger.settle(&positions, &failed);
     let c = &shared.counters;
     c.delivered.fetch_add(ok, Ordering::Relaxed);
     if replayed {
@@ -330,5 +340,42 @@ fn read_pending(
 pub(crate) fn persist(shared: &Shared, cursor: u64) {
     if let Err(e) = shared.lock().journal.release_below(cursor) {
         warn!(error = %e, "could not record the spool's cursor");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(status: &[Status]) -> Ledger {
+        Ledger {
+            cursor: 10,
+            status: status.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn the_cursor_moves_over_the_done_prefix_only() {
+        let mut l = ledger(&[Status::Done, Status::Done, Status::InFlight, Status::Done]);
+        assert!(l.advance());
+        assert_eq!((l.cursor, l.end()), (12, 14));
+        assert!(!l.advance());
+        assert_eq!(l.first_pending(), None);
+        l.extend_to(16);
+        assert_eq!(l.first_pending(), Some(14));
+    }
+
+    #[test]
+    fn an_acknowledged_record_is_done_even_if_the_ledger_learnt_it_late() {
+        // Taken from memory before the ledger knew of it, the record was then learnt as
+        // pending; its acknowledgement must still make it done, or the cursor stops there.
+        let mut l = ledger(&[Status::InFlight, Status::Pending, Status::InFlight]);
+        assert_eq!(l.settle(&[10, 11, 12], &[2]), (2, 1));
+        assert_eq!(l.status(12), Some(Status::Pending));
+        assert!(l.advance());
+        assert_eq!(l.cursor, 12);
+        assert_eq!(l.first_pending(), Some(12));
+        // A second acknowledgement of a done record counts nothing.
+        assert_eq!(l.settle(&[12, 12], &[]), (1, 0));
     }
 }
