@@ -27,8 +27,12 @@ enum Status {
     Done,
 }
 
-/// How often the cursor is written down while it moves.
-const PERSIST_EVERY: Duration = Duration::from_millis(100);
+/// How often, at most, the cursor is written down while it moves: after a crash, what was
+/// delivered since is delivered again, so this keeps duplicates to a few milliseconds.
+const PERSIST_EVERY: Duration = Duration::from_millis(5);
+
+/// How long the forwarder sleeps when nothing wakes it, to write the cursor and see a stop.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
 /// Positions from the cursor on, and what happened to each.
 struct Ledger {
@@ -180,7 +184,7 @@ pub(crate) async fn run(
                 }
             }
             let full = in_flight.len() >= cfg.max_in_flight;
-            let wait = if full { cfg.stall_after } else { PERSIST_EVERY };
+            let wait = if full { cfg.stall_after } else { HOUSEKEEPING };
             tokio::select! {
                 _ = shared.wake.notified(), if !full => {}
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -209,7 +213,7 @@ pub(crate) async fn run(
                 Some(done) = in_flight.join_next() => {
                     replay |= settle(&shared, &mut ledger, done);
                 }
-                _ = tokio::time::sleep(PERSIST_EVERY) => {}
+                _ = tokio::time::sleep(HOUSEKEEPING) => {}
             }
             continue;
         }
