@@ -1,16 +1,22 @@
-//! `StatsSink`: stores aggregates, replacing a stored one (same window, book, source
-//! partition and first offset) only with one that covers more of its offsets, and moves
-//! the rollups by exactly what changed, in one transaction under the statistics lock.
+//! `StatsSink`: stores aggregates under the domain's upsert rule
+//! ([`folio_domain::stats::upsert`]): within a (window, book, source topic, source
+//! partition), an aggregate covered by a stored one is ignored, and one that is not
+//! replaces every stored row whose offsets it covers (a correction's range is disjoint,
+//! so it adds). The rule decides in Rust; SQL then deletes the rows it removed and inserts
+//! the rows it added, and the rollups move by exactly that, in one transaction under the
+//! statistics lock.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::Utc;
 use folio_domain::analytics::Aggregate;
+use folio_domain::analytics::SourceRange;
 use folio_domain::ports::{StatsSink, UpsertReport};
+use folio_domain::stats::{decide_upsert, UpsertDecision};
 use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
-use sea_orm::sea_query::{Alias, Condition, Expr, OnConflict, Query, SimpleExpr};
+use sea_orm::sea_query::{Condition, Expr, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tracing::{debug, warn};
 
@@ -72,16 +78,23 @@ fn row(a: &Aggregate, cell: &Cell, stored_at: i64) -> Vec<SimpleExpr> {
     values
 }
 
-/// The stored `next_offset` of every row that may share a key with `aggregates`.
+/// A group of rows: (window start ms, book, source topic, source partition).
+type Group = (i64, i64, &'static str, i32);
+
+fn group(k: &Key) -> Group {
+    (k.0, k.1, k.2, k.3)
+}
+
+/// The stored offset ranges of every group `aggregates` fall in.
 ///
-/// It reads by window starts and book ids, a superset of the keys (extra rows are never
+/// It reads by window starts and book ids, a superset of the groups (extra rows are never
 /// looked up), because SQLite has no `(a, b) IN ((..), (..))` list. The caller holds the
 /// statistics lock, so the rows cannot change before it writes.
-async fn stored_offsets(
+async fn stored_ranges(
     txn: &DatabaseTransaction,
     aggregates: &[&Aggregate],
-) -> Result<HashMap<Key, i64>> {
-    let mut stored = HashMap::new();
+) -> Result<HashMap<Group, Vec<(i64, i64)>>> {
+    let mut stored: HashMap<Group, Vec<(i64, i64)>> = HashMap::new();
     for chunk in aggregates.chunks(CHUNK) {
         let windows: BTreeSet<i64> = chunk.iter().map(|a| to_ms(a.window_start)).collect();
         let books: BTreeSet<i64> = chunk.iter().map(|a| a.book_id.get()).collect();
@@ -107,37 +120,55 @@ async fn stored_offsets(
             let Some(topic) = Topic::from_name(&topic) else {
                 continue;
             };
-            let k: Key = (
+            let g: Group = (
                 r.try_get("", "window_start").map_err(db_err)?,
                 r.try_get("", "book_id").map_err(db_err)?,
                 topic.name(),
                 r.try_get("", "source_partition").map_err(db_err)?,
-                r.try_get("", "first_offset").map_err(db_err)?,
             );
-            stored.insert(k, r.try_get("", "next_offset").map_err(db_err)?);
+            stored.entry(g).or_default().push((
+                r.try_get("", "first_offset").map_err(db_err)?,
+                r.try_get("", "next_offset").map_err(db_err)?,
+            ));
         }
     }
     Ok(stored)
 }
 
+/// Where a row of a group, as decided so far, comes from.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    Stored,
+    New(&'a Aggregate),
+}
+
+/// A group's rows as the batch's upserts leave them: every range with where it came from.
+type Decided<'a> = Vec<(SourceRange, Origin<'a>)>;
+
 /// Keys per exact-key lookup: five parameters each.
 const KEYS_PER_LOOKUP: usize = 100;
+
+/// Exactly these keys.
+fn keys_condition(keys: &[Key]) -> Condition {
+    let mut any = Condition::any();
+    for k in keys {
+        any = any.add(
+            Condition::all()
+                .add(Expr::col(Ws::WindowStart).eq(k.0))
+                .add(Expr::col(Ws::BookId).eq(k.1))
+                .add(Expr::col(Ws::SourceTopic).eq(k.2))
+                .add(Expr::col(Ws::SourcePartition).eq(k.3))
+                .add(Expr::col(Ws::FirstOffset).eq(k.4)),
+        );
+    }
+    any
+}
 
 /// The stored figures of exactly these keys, for rows about to be replaced.
 async fn stored_cells(txn: &DatabaseTransaction, keys: &[Key]) -> Result<HashMap<Key, Cell>> {
     let mut out = HashMap::new();
     for chunk in keys.chunks(KEYS_PER_LOOKUP) {
-        let mut any = Condition::any();
-        for k in chunk {
-            any = any.add(
-                Condition::all()
-                    .add(Expr::col(Ws::WindowStart).eq(k.0))
-                    .add(Expr::col(Ws::BookId).eq(k.1))
-                    .add(Expr::col(Ws::SourceTopic).eq(k.2))
-                    .add(Expr::col(Ws::SourcePartition).eq(k.3))
-                    .add(Expr::col(Ws::FirstOffset).eq(k.4)),
-            );
-        }
+        let any = keys_condition(chunk);
         let select = Query::select()
             .columns(PK)
             .columns(FIGURES)
@@ -189,80 +220,130 @@ impl StatsSink for SqlStore {
             );
             report.ignored += stale.len() as u64;
         }
-        let mut stored = stored_offsets(&txn, &fresh).await?;
-        let in_database: HashSet<Key> = stored.keys().copied().collect();
+        let stored = stored_ranges(&txn, &fresh).await?;
 
-        // Decide each aggregate in order, as if upserted one at a time, so duplicates
-        // within the batch are reported exactly; only the last winner per key is written.
-        let mut winners: HashMap<Key, &Aggregate> = HashMap::new();
-        let mut order: Vec<Key> = Vec::new();
+        // Decide each aggregate in order, as if upserted one at a time, with the domain's
+        // rule (`folio_domain::stats::decide_upsert`), so duplicates and corrections within
+        // the batch are reported exactly. Then delete the stored rows it removed and insert
+        // the new rows that remain.
+        let mut decided: HashMap<Group, Decided<'_>> = HashMap::new();
+        let mut deleted: Vec<Key> = Vec::new();
         for &a in &fresh {
             let k = key(a);
-            match stored.get(&k) {
-                None => report.inserted += 1,
-                Some(&next) if next < a.source.next_offset => report.replaced += 1,
-                // Covers no more than what is stored: a replay (or an older view of it).
-                Some(_) => {
-                    report.ignored += 1;
-                    continue;
+            let rows = decided.entry(group(&k)).or_insert_with(|| {
+                stored
+                    .get(&group(&k))
+                    .into_iter()
+                    .flatten()
+                    .map(|&(first, next)| {
+                        let range = SourceRange {
+                            first_offset: first,
+                            next_offset: next,
+                            ..a.source
+                        };
+                        (range, Origin::Stored)
+                    })
+                    .collect()
+            });
+            let ranges: Vec<SourceRange> = rows.iter().map(|(r, _)| *r).collect();
+            match decide_upsert(&ranges, &a.source) {
+                UpsertDecision::Ignore => report.ignored += 1,
+                UpsertDecision::Store { replaces } => {
+                    if replaces.is_empty() {
+                        report.inserted += 1;
+                    } else {
+                        report.replaced += 1;
+                    }
+                    let mut i = 0;
+                    rows.retain(|(r, origin)| {
+                        let keep = !replaces.contains(&i);
+                        i += 1;
+                        if !keep && matches!(origin, Origin::Stored) {
+                            deleted.push((k.0, k.1, k.2, k.3, r.first_offset));
+                        }
+                        keep
+                    });
+                    rows.push((a.source, Origin::New(a)));
                 }
             }
-            stored.insert(k, a.source.next_offset);
-            if winners.insert(k, a).is_none() {
-                order.push(k);
-            }
+        }
+        let inserted: Vec<&Aggregate> = decided
+            .values()
+            .flatten()
+            .filter_map(|(_, o)| match o {
+                Origin::New(a) => Some(*a),
+                Origin::Stored => None,
+            })
+            .collect();
+
+        // The rollups move from what the database held to what it will hold: per group, the
+        // new rows in, the removed ones out.
+        let old = stored_cells(&txn, &deleted).await?;
+        let mut removed: HashMap<Group, Cell> = HashMap::new();
+        for k in &deleted {
+            let cell = old
+                .get(k)
+                .ok_or_else(|| corrupt(format!("window statistics row {k:?} vanished")))?;
+            removed.entry(group(k)).or_default().absorb(cell);
+        }
+        let mut added: HashMap<Group, (Topic, Cell)> = HashMap::new();
+        let mut cells: Vec<(&Aggregate, Cell)> = Vec::with_capacity(inserted.len());
+        for a in &inserted {
+            let cell = Cell::of(a);
+            added
+                .entry(group(&key(a)))
+                .or_insert_with(|| (a.source.topic, Cell::default()))
+                .1
+                .absorb(&cell);
+            cells.push((a, cell));
+        }
+        let mut changes = RollupChanges::default();
+        for (g, (topic, new)) in &added {
+            changes.record(g.0, g.1, *topic, new, removed.get(g));
+        }
+        if let Some(g) = removed.keys().find(|g| !added.contains_key(*g)) {
+            return Err(Error::internal(format!(
+                "rows of {g:?} were removed without a replacement"
+            )));
         }
 
-        // The rollups move from what the database held to what it will hold.
-        let replaced: Vec<Key> = order
-            .iter()
-            .filter(|k| in_database.contains(k))
-            .copied()
-            .collect();
-        let old = stored_cells(&txn, &replaced).await?;
-        let mut changes = RollupChanges::default();
-        let mut cells: HashMap<Key, Cell> = HashMap::with_capacity(order.len());
-        for k in &order {
-            let Some(a) = winners.get(k) else { continue };
-            let cell = Cell::of(a);
-            changes.record(k.0, k.1, a.source.topic, &cell, old.get(k));
-            cells.insert(*k, cell);
+        for chunk in deleted.chunks(KEYS_PER_LOOKUP) {
+            let delete = Query::delete()
+                .from_table(WindowStats)
+                .cond_where(keys_condition(chunk))
+                .to_owned();
+            let done = txn
+                .execute(txn.get_database_backend().build(&delete))
+                .await
+                .map_err(db_err)?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(Error::internal(
+                    "window statistics changed under the statistics lock (rows to replace vanished)",
+                ));
+            }
         }
 
         let stored_at = to_ms(Utc::now());
         let mut columns: Vec<Ws> = PK.to_vec();
         columns.extend(data_columns());
         let mut written = 0u64;
-        for keys in order.chunks(CHUNK) {
+        for chunk in cells.chunks(CHUNK) {
             let mut insert = Query::insert();
             insert.into_table(WindowStats).columns(columns.clone());
-            for k in keys {
-                if let (Some(a), Some(cell)) = (winners.get(k), cells.get(k)) {
-                    insert
-                        .values(row(a, cell, stored_at))
-                        .map_err(Error::internal)?;
-                }
+            for (a, cell) in chunk {
+                insert
+                    .values(row(a, cell, stored_at))
+                    .map_err(Error::internal)?;
             }
-            // The WHERE keeps the rule in the database too: a stored row is only ever
-            // replaced by one that covers more offsets.
-            insert.on_conflict(
-                OnConflict::columns(PK)
-                    .update_columns(data_columns())
-                    .action_and_where(
-                        Expr::col((WindowStats, Ws::NextOffset))
-                            .lt(Expr::col((Alias::new("excluded"), Ws::NextOffset))),
-                    )
-                    .to_owned(),
-            );
+            // A plain insert: a row already under a new row's key would mean the rows
+            // changed under the statistics lock, and the insert fails.
             let done = txn
                 .execute(txn.get_database_backend().build(&insert))
                 .await
                 .map_err(db_err)?;
             written += done.rows_affected();
         }
-        // One row per distinct key decided above. Anything else means the rows changed
-        // under the lock, and the rollup changes would be wrong: roll everything back.
-        let expected = order.len() as u64;
+        let expected = cells.len() as u64;
         if written != expected {
             return Err(Error::internal(format!(
                 "window statistics changed under the statistics lock ({written} of {expected} rows written)"
