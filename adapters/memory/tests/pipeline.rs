@@ -391,3 +391,98 @@ async fn a_paused_worker_reads_what_arrived_meanwhile_before_closing_on_idleness
         "nothing on time is dead-lettered"
     );
 }
+
+/// Issue 9: an event whose window closed on idleness corrects the window instead of being
+/// dead-lettered; a second copy of it counts once; only an event older than the lateness
+/// horizon is dead-lettered, as `too_late`.
+#[tokio::test(start_paused = true)]
+async fn late_events_correct_their_window_and_only_too_late_ones_are_dead_lettered() {
+    let mut p = Pipeline::new();
+    p.spec = p
+        .spec
+        .with_lateness_horizon(Duration::from_secs(600))
+        .expect("horizon");
+    let mut worker = p.worker();
+    let mut ingest = p.ingest();
+    p.publish(&[view(1, 1_000, 7, Some(1)), purchase(2, 2_000, 7, 1, 500)])
+        .await;
+    p.clock.advance(Duration::from_secs(65));
+    p.settle(&mut worker, &mut ingest).await;
+    // Window 0 is closed and stored. The outage ends: late events of window 0 arrive.
+    p.publish(&[
+        view(3, 3_000, 7, Some(2)),
+        view(3, 3_000, 7, Some(2)),     // delivered twice
+        purchase(4, 59_999, 7, 1, 700), // same user, so the same partition as purchase 2
+    ])
+    .await;
+    p.clock.advance(Duration::from_secs(10));
+    p.settle(&mut worker, &mut ingest).await;
+    // A correction closes on idleness a grace period after it opened.
+    p.clock.advance(Duration::from_secs(10));
+    p.settle(&mut worker, &mut ingest).await;
+    let f = p
+        .store
+        .book(BookId(7), TimeRange::ALL)
+        .await
+        .expect("stats")
+        .figures;
+    assert_eq!(
+        (
+            f.views,
+            f.unique_viewers,
+            f.purchases,
+            f.unique_purchasers,
+            f.revenue_cents
+        ),
+        (2, 2, 2, 1, 1200)
+    );
+    let history: Vec<(DateTime<Utc>, u64, u64)> = p
+        .store
+        .book_history(BookId(7), TimeRange::ALL)
+        .await
+        .expect("history")
+        .iter()
+        .map(|w| (w.window_start, w.figures.views, w.figures.purchases))
+        .collect();
+    assert_eq!(history, vec![(at(0), 2, 2)], "the corrected window");
+    // Much later (stream time 20 min): an event 20 minutes old, beyond the 10-minute horizon.
+    p.publish(&[view(5, 20 * 60_000, 7, Some(3))]).await;
+    p.clock.set(at(20 * 60_000));
+    p.settle(&mut worker, &mut ingest).await;
+    p.publish(&[view(6, 1_000, 7, Some(9))]).await;
+    p.clock.set(at(22 * 60_000)); // past the close of view 5's window
+    p.settle(&mut worker, &mut ingest).await;
+    let dlq = p.bus.records(TopicPartition::new(Topic::DeadLetters, 0));
+    let reasons: Vec<String> = dlq
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "folio.error")
+                .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].starts_with("too_late"), "{reasons:?}");
+    let stats = worker.stats();
+    assert_eq!(
+        (
+            WorkerStats::get(&stats.late),
+            WorkerStats::get(&stats.too_late),
+            WorkerStats::get(&stats.corrections),
+            WorkerStats::get(&stats.duplicates)
+        ),
+        (2, 1, 2, 1),
+        "late: view 3 and purchase 4; corrections: one per partition"
+    );
+    assert_eq!(
+        p.store
+            .book(BookId(7), TimeRange::ALL)
+            .await
+            .expect("stats")
+            .figures
+            .views,
+        3,
+        "views 1, 3 and 5; the too-late view 6 is not counted"
+    );
+}
