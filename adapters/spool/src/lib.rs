@@ -52,6 +52,9 @@ use tracing::warn;
 
 use journal::Journal;
 
+/// How often, at most, refusals are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// One GiB: the default bound of the spool on disk.
 pub const DEFAULT_LIMIT_BYTES: u64 = 1 << 30;
 
@@ -128,6 +131,9 @@ struct Counters {
     /// Every position below this was delivered.
     cursor: AtomicU64,
     replaying: AtomicBool,
+    /// When a refusal was last logged (ms since start; 0: never), and the total then.
+    refusal_logged_ms: AtomicU64,
+    refusals_at_last_log: AtomicU64,
 }
 
 /// What `send` and the forwarder share under one lock.
@@ -148,6 +154,7 @@ struct Shared {
     wake: Notify,
     /// Wakes `flush` callers: the cursor moved.
     progress: Notify,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -193,6 +200,7 @@ impl SpoolingPublisher {
             counters: Counters::default(),
             wake: Notify::new(),
             progress: Notify::new(),
+            started: std::time::Instant::now(),
         });
         shared.counters.cursor.store(cursor, Ordering::Relaxed);
         shared.counters.replaying.store(leftover, Ordering::Relaxed);
@@ -263,21 +271,19 @@ impl RecordPublisher for SpoolingPublisher {
         {
             let mut st = self.shared.lock();
             if st.journal.bytes() >= self.shared.cfg.limit_bytes {
-                c.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::Unavailable(
-                    "event spool",
-                    format!(
-                        "full: {} bytes undelivered (limit {})",
-                        st.journal.bytes(),
-                        self.shared.cfg.limit_bytes
-                    ),
-                ));
+                let reason = format!(
+                    "full: {} bytes undelivered (limit {})",
+                    st.journal.bytes(),
+                    self.shared.cfg.limit_bytes
+                );
+                drop(st);
+                return Err(self.refuse(reason));
             }
             let pos = match st.journal.append(&record) {
                 Ok((pos, _)) => pos,
                 Err(e) => {
-                    c.refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::Unavailable("event spool", format!("writing: {e}")));
+                    drop(st);
+                    return Err(self.refuse(format!("writing: {e}")));
                 }
             };
             if st.memory_on {
@@ -316,6 +322,25 @@ impl RecordPublisher for SpoolingPublisher {
 }
 
 impl SpoolingPublisher {
+    /// Counts a refusal and says so in the log, at most once every [`REFUSAL_LOG_EVERY`]
+    /// with the number refused since, so a full spool under load does not flood the log.
+    fn refuse(&self, reason: String) -> Error {
+        let c = &self.shared.counters;
+        let total = c.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ms = self.shared.started.elapsed().as_millis() as u64;
+        let last = c.refusal_logged_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= REFUSAL_LOG_EVERY.as_millis() as u64;
+        if due
+            && c.refusal_logged_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let since = total - c.refusals_at_last_log.swap(total, Ordering::Relaxed);
+            warn!(refused = since, refused_total = total, %reason, "the event spool refuses events");
+        }
+        Error::Unavailable("event spool", reason)
+    }
+
     fn forwarder_gone(&self) -> bool {
         self.forwarder
             .lock()

@@ -6,6 +6,7 @@ mod analytics;
 mod catalog;
 mod commerce;
 mod demo;
+mod events;
 mod feedback;
 mod openapi;
 mod ops;
