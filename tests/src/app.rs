@@ -78,6 +78,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     let analytics_args = AnalyticsArgs {
         analytics_window: opts.window,
         analytics_grace: opts.grace,
+        lateness_horizon: folio_domain::analytics::window::DEFAULT_LATENESS_HORIZON,
     };
     let spec = analytics_args.spec()?;
     let clock = Arc::new(SystemClock);

@@ -30,12 +30,18 @@ pub struct AnalyticsArgs {
     /// How long a window waits for late events after its end.
     #[arg(long, env = "ANALYTICS_GRACE", default_value = "5s", value_parser = duration)]
     pub analytics_grace: Duration,
+    /// Late events older than this (behind the partition's stream time) are dead-lettered
+    /// as too_late instead of correcting their window. Keep it at most FOLIO_STATS_RETENTION.
+    #[arg(long, env = "ANALYTICS_LATENESS_HORIZON", default_value = "7d", value_parser = duration)]
+    pub lateness_horizon: Duration,
 }
 
 impl AnalyticsArgs {
     pub fn spec(&self) -> anyhow::Result<WindowSpec> {
         WindowSpec::new(self.analytics_window, self.analytics_grace)
-            .context("ANALYTICS_WINDOW / ANALYTICS_GRACE")
+            .context("ANALYTICS_WINDOW / ANALYTICS_GRACE")?
+            .with_lateness_horizon(self.lateness_horizon)
+            .context("ANALYTICS_LATENESS_HORIZON")
     }
 }
 
