@@ -433,8 +433,18 @@ fn extra_metrics(
             );
             counter(
                 "folio_analytics_late_events_total",
-                "Events that arrived after their window closed (dead-lettered).",
+                "Events that arrived after their window closed, folded into its correction.",
                 WorkerStats::get(&a.late),
+            );
+            counter(
+                "folio_analytics_corrections_total",
+                "Correction aggregates published (per window and book a correction moved).",
+                WorkerStats::get(&a.corrections),
+            );
+            counter(
+                "folio_analytics_too_late_events_total",
+                "Events older than the lateness horizon, dead-lettered with reason too_late.",
+                WorkerStats::get(&a.too_late),
             );
             counter(
                 "folio_analytics_dead_letters_total",
