@@ -2,6 +2,7 @@
 //! rskafka client (produce, fetch, topic admin) and folio's own group connections, so TLS and
 //! SASL settings can never differ between the two.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,18 @@ pub struct KafkaConfig {
     /// sharing a broker keep their groups (members, commits) apart. Empty in production,
     /// where the groups are `analytics-service-group` and `main-app-analytics-group`.
     pub group_prefix: String,
-    /// Replication factor of topics created by provisioning.
-    pub replication_factor: i16,
+    /// Replicas of each partition of the topics provisioning creates; `None`: min(3, the
+    /// brokers in the cluster). See [`Replication::resolve`].
+    pub replication_factor: Option<i16>,
+    /// `min.insync.replicas` of the topics provisioning creates; `None`: the replication
+    /// factor − 1, at least 1.
+    pub min_insync_replicas: Option<i16>,
+    /// Partition counts for topics provisioning creates, where they differ from the
+    /// catalog's ([`Topic::partitions`]). Existing topics keep theirs.
+    pub partitions: BTreeMap<Topic, i32>,
+    /// How often a publisher asks the brokers again for the partition counts of the topics
+    /// it publishes to, so a topic an operator grew gets its new partitions used.
+    pub metadata_refresh: Duration,
 
     // -- publishing --
     /// How long a partition's first buffered record waits for company before its batch is
@@ -129,6 +140,9 @@ impl fmt::Debug for KafkaConfig {
             .field("sasl", &self.sasl)
             .field("topic_prefix", &self.topic_prefix)
             .field("group_prefix", &self.group_prefix)
+            .field("replication_factor", &self.replication_factor)
+            .field("min_insync_replicas", &self.min_insync_replicas)
+            .field("partitions", &self.partitions)
             .field("linger", &self.linger)
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_in_flight_records", &self.max_in_flight_records)
@@ -153,7 +167,10 @@ impl KafkaConfig {
             sasl: None,
             topic_prefix: String::new(),
             group_prefix: String::new(),
-            replication_factor: 1,
+            replication_factor: None,
+            min_insync_replicas: None,
+            partitions: BTreeMap::new(),
+            metadata_refresh: Duration::from_secs(30),
             linger: Duration::from_millis(5),
             max_batch_bytes: 512 * 1024,
             max_in_flight_records: 100_000,
@@ -185,8 +202,16 @@ impl KafkaConfig {
             .and_then(Topic::from_name)
     }
 
+    /// The partition count provisioning gives `topic` when it creates it.
+    pub fn partitions_of(&self, topic: Topic) -> i32 {
+        self.partitions
+            .get(&topic)
+            .copied()
+            .unwrap_or(topic.partitions())
+    }
+
     /// rskafka retries for ever by default; this bounds every retry loop by the deadline.
-    pub(crate) fn backoff(&self) -> rskafka::BackoffConfig {
+    pub(crate) fn rskafka_backoff(&self) -> rskafka::BackoffConfig {
         rskafka::BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
@@ -194,6 +219,76 @@ impl KafkaConfig {
             deadline: Some(self.request_deadline),
         }
     }
+}
+
+/// The replication provisioning gives the topics it creates, and expects of those that
+/// exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas of every partition.
+    pub factor: i16,
+    /// The topic's `min.insync.replicas`: with acks=all, a write is refused unless this many
+    /// replicas have it.
+    pub min_insync: i16,
+}
+
+impl Replication {
+    /// The settings, with their defaults filled in for a cluster of `brokers` brokers:
+    /// factor min(3, brokers), `min.insync.replicas` factor − 1 and at least 1. Refuses a
+    /// factor below 1, a minimum below 1 or above the factor.
+    pub fn resolve(
+        factor: Option<i16>,
+        min_insync: Option<i16>,
+        brokers: usize,
+    ) -> folio_domain::Result<Replication> {
+        let invalid = |m: String| folio_domain::Error::Invalid(m);
+        let factor = match factor {
+            Some(f) if f < 1 => {
+                return Err(invalid(format!(
+                    "KAFKA_REPLICATION_FACTOR={f}: it must be at least 1"
+                )))
+            }
+            Some(f) => f,
+            None => i16::try_from(brokers.clamp(1, 3)).unwrap_or(3),
+        };
+        let min_insync = match min_insync {
+            Some(m) if m < 1 || m > factor => {
+                return Err(invalid(format!(
+                    "KAFKA_MIN_INSYNC_REPLICAS={m}: it must be between 1 and the replication factor ({factor})"
+                )))
+            }
+            Some(m) => m,
+            None => (factor - 1).max(1),
+        };
+        Ok(Replication { factor, min_insync })
+    }
+}
+
+/// Parses `KAFKA_PARTITIONS`: `topic=count` pairs separated by commas, e.g.
+/// `book.views=6,book.downloads=6`. Topics are the catalog's names (without a prefix).
+pub fn parse_partitions(raw: &str) -> Result<BTreeMap<Topic, i32>, String> {
+    let mut out = BTreeMap::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, count) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?}: expected topic=count"))?;
+        let topic = Topic::from_name(name.trim()).ok_or_else(|| {
+            let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
+            format!(
+                "{:?} is not one of folio's topics ({})",
+                name.trim(),
+                names.join(", ")
+            )
+        })?;
+        let count: i32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| *c >= 1)
+            .ok_or_else(|| format!("{pair:?}: the count must be a whole number of at least 1"))?;
+        out.insert(topic, count);
+    }
+    Ok(out)
 }
 
 fn tls_error(e: &dyn fmt::Display) -> folio_domain::Error {
@@ -278,6 +373,57 @@ mod tests {
             SaslMechanism::parse("scram-sha-512"),
             Some(SaslMechanism::ScramSha512)
         );
+    }
+
+    #[test]
+    fn replication_defaults_follow_the_cluster_size() {
+        let r = |f, m, brokers| Replication::resolve(f, m, brokers).expect("valid");
+        let rep = |factor, min_insync| Replication { factor, min_insync };
+        // min(3, brokers) replicas, min ISR one less but at least 1.
+        assert_eq!(r(None, None, 1), rep(1, 1));
+        assert_eq!(r(None, None, 2), rep(2, 1));
+        assert_eq!(r(None, None, 3), rep(3, 2));
+        assert_eq!(r(None, None, 7), rep(3, 2));
+        // No broker seen (yet): one replica rather than none.
+        assert_eq!(r(None, None, 0), rep(1, 1));
+        // Given values win; a given factor moves the default minimum with it.
+        assert_eq!(r(Some(5), None, 3), rep(5, 4));
+        assert_eq!(r(Some(3), Some(1), 3), rep(3, 1));
+        assert_eq!(r(None, Some(3), 5), rep(3, 3));
+        let err = |f, m| match Replication::resolve(f, m, 3) {
+            Err(folio_domain::Error::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(
+            err(Some(0), None),
+            "KAFKA_REPLICATION_FACTOR=0: it must be at least 1"
+        );
+        assert_eq!(
+            err(Some(2), Some(3)),
+            "KAFKA_MIN_INSYNC_REPLICAS=3: it must be between 1 and the replication factor (2)"
+        );
+        assert!(Replication::resolve(None, Some(0), 3).is_err());
+    }
+
+    #[test]
+    fn partition_counts_come_from_the_setting_or_the_catalog() {
+        let mut c = KafkaConfig::new("a:1");
+        assert_eq!(c.partitions_of(Topic::BookViews), 3);
+        c.partitions = parse_partitions(" book.views=6, analytics.dlq=2 ,").expect("valid");
+        assert_eq!(c.partitions_of(Topic::BookViews), 6);
+        assert_eq!(c.partitions_of(Topic::DeadLetters), 2);
+        assert_eq!(
+            c.partitions_of(Topic::BookPurchases),
+            2,
+            "the catalog's count"
+        );
+        assert_eq!(parse_partitions("").expect("empty"), BTreeMap::new());
+        assert!(parse_partitions("book.views").is_err());
+        assert!(parse_partitions("book.views=0").is_err());
+        assert!(parse_partitions("book.views=x").is_err());
+        assert!(parse_partitions("books=3")
+            .expect_err("unknown")
+            .starts_with("\"books\" is not one of folio's topics (book.views,"));
     }
 
     #[test]

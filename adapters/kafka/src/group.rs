@@ -52,9 +52,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
-use crate::client::KafkaClient;
+use crate::cluster::{Backoff, Cluster};
+use crate::config::KafkaConfig;
 use crate::errors::{from_rskafka, unavailable};
-use crate::wire::{connect_any, BrokerConnection, ConnectSettings, WireError};
+use crate::wire::{BrokerConnection, ConnectSettings, WireError};
 
 // Kafka error codes the group protocol acts on.
 const REQUEST_TIMED_OUT: i16 = 7;
@@ -134,7 +135,7 @@ struct Fetched {
 
 /// A member of a consumer group. See the module docs.
 pub struct KafkaGroupConsumer {
-    client: KafkaClient,
+    cluster: Cluster,
     membership: Arc<Membership>,
     heartbeat: JoinHandle<()>,
     batches_tx: mpsc::Sender<Fetched>,
@@ -169,10 +170,11 @@ impl Drop for KafkaGroupConsumer {
 impl KafkaGroupConsumer {
     /// Connects to the group's coordinator (failing fast if the broker lacks the consumer
     /// group protocol) and starts joining in the background.
-    #[instrument(skip(client))]
-    pub(crate) async fn join(client: KafkaClient, group: &str, topics: &[Topic]) -> Result<Self> {
-        let settings = ConnectSettings::from_config(&client.cfg);
-        let conn = coordinator(&client, group, &settings)
+    #[instrument(skip(cluster))]
+    pub(crate) async fn join(cluster: Cluster, group: &str, topics: &[Topic]) -> Result<Self> {
+        let settings = cluster.settings();
+        let conn = cluster
+            .coordinator(group)
             .await
             .map_err(WireError::into_domain)?;
         if let Err(e) = conn.version::<ConsumerGroupHeartbeatRequest>() {
@@ -200,15 +202,14 @@ impl KafkaGroupConsumer {
         subscribed.sort();
         subscribed.dedup();
         let heartbeat = tokio::spawn(heartbeat_loop(
-            client.clone(),
+            cluster.clone(),
             membership.clone(),
             subscribed,
-            settings.clone(),
             conn,
         ));
-        let (batches_tx, batches) = mpsc::channel(client.cfg.fetch_queue.max(1));
+        let (batches_tx, batches) = mpsc::channel(cluster.cfg.fetch_queue.max(1));
         Ok(KafkaGroupConsumer {
-            client,
+            cluster,
             membership,
             heartbeat,
             batches_tx,
@@ -331,7 +332,7 @@ impl KafkaGroupConsumer {
             error: Mutex::new(None),
         });
         let task = tokio::spawn(run_fetcher(
-            self.client.clone(),
+            self.cluster.clone(),
             tp,
             start,
             self.next_generation,
@@ -360,7 +361,9 @@ impl KafkaGroupConsumer {
     async fn offsets_conn(&mut self) -> Result<&mut BrokerConnection> {
         if self.offsets.as_ref().is_none_or(|c| c.is_broken()) {
             self.offsets = None;
-            let c = coordinator(&self.client, &self.membership.group, &self.settings)
+            let c = self
+                .cluster
+                .coordinator(&self.membership.group)
                 .await
                 .map_err(WireError::into_domain)?;
             self.offsets = Some(c);
@@ -375,7 +378,7 @@ impl KafkaGroupConsumer {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Committed>> {
-        let cfg = self.client.cfg.clone();
+        let cfg = self.cluster.cfg.clone();
         let mut by_topic: BTreeMap<Topic, Vec<i32>> = BTreeMap::new();
         for tp in partitions {
             by_topic.entry(tp.topic).or_default().push(tp.partition);
@@ -515,7 +518,7 @@ impl GroupConsumer for KafkaGroupConsumer {
         let deadline = Instant::now() + max_wait;
         // Past the deadline, wait a little longer for partitions still fetching, so `Idle`
         // means caught up.
-        let hard = deadline + self.client.cfg.fetch_max_wait + Duration::from_millis(500);
+        let hard = deadline + self.cluster.cfg.fetch_max_wait + Duration::from_millis(500);
         loop {
             if let Some(ev) = self.reconcile().await? {
                 return Ok(ev);
@@ -573,7 +576,7 @@ impl GroupConsumer for KafkaGroupConsumer {
                 )));
             }
         }
-        let cfg = self.client.cfg.clone();
+        let cfg = self.cluster.cfg.clone();
         let mut by_topic: BTreeMap<Topic, Vec<&OffsetCommit>> = BTreeMap::new();
         for o in offsets {
             by_topic.entry(o.partition.topic).or_default().push(o);
@@ -710,20 +713,20 @@ impl GroupConsumer for KafkaGroupConsumer {
     ) -> Result<Vec<(TopicPartition, i64)>> {
         // Short of the request deadline: the worker only asks to close idle windows, and
         // can ask again at its next step.
-        let limit = self.client.cfg.fetch_max_wait + Duration::from_secs(5);
+        let limit = self.cluster.cfg.fetch_max_wait + Duration::from_secs(5);
         let mut out = Vec::with_capacity(partitions.len());
         for tp in partitions {
             let pc = match self.watermarks.get(tp) {
                 Some(pc) => pc.clone(),
                 None => {
-                    let name = self.client.cfg.topic_name(tp.topic);
+                    let name = self.cluster.cfg.topic_name(tp.topic);
                     let pc = tokio::time::timeout(
                         limit,
-                        self.client.partition_client(name, tp.partition),
+                        self.cluster.partition_client(name, tp.partition),
                     )
                     .await
                     .map_err(|_| {
-                        self.client
+                        self.cluster
                             .leaders_in_doubt("no partition leader for the high watermark");
                         unavailable(format!("no leader for {tp} within {limit:?}"))
                     })??;
@@ -736,13 +739,13 @@ impl GroupConsumer for KafkaGroupConsumer {
                 Ok(Ok(hw)) => out.push((*tp, hw)),
                 Ok(Err(e)) => {
                     self.watermarks.remove(tp);
-                    self.client
+                    self.cluster
                         .leaders_in_doubt("listing a high watermark failed");
                     return Err(from_rskafka("list offsets", e));
                 }
                 Err(_) => {
                     self.watermarks.remove(tp);
-                    self.client
+                    self.cluster
                         .leaders_in_doubt("listing a high watermark timed out");
                     return Err(unavailable(format!(
                         "the high watermark of {tp} took longer than {limit:?}"
@@ -754,49 +757,18 @@ impl GroupConsumer for KafkaGroupConsumer {
     }
 }
 
-/// Connects to the group's coordinator, retrying while it is being elected or loaded.
-async fn coordinator(
-    client: &KafkaClient,
-    group: &str,
-    s: &ConnectSettings,
-) -> std::result::Result<BrokerConnection, WireError> {
-    let give_up = Instant::now() + client.cfg.request_deadline;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let mut any = connect_any(&client.cfg.bootstrap, s).await?;
-        match any.find_coordinator(group).await? {
-            Some(addr) if addr == any.addr() => return Ok(any),
-            Some(addr) => return BrokerConnection::connect(&addr, s).await,
-            None if Instant::now() < give_up => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            None => {
-                return Err(WireError::Connect {
-                    addr: client.cfg.bootstrap.join(","),
-                    msg: format!(
-                        "no coordinator for group {group} within {:?}",
-                        client.cfg.request_deadline
-                    ),
-                })
-            }
-        }
-    }
-}
-
 /// The heartbeat task. See the module docs.
 async fn heartbeat_loop(
-    client: KafkaClient,
+    cluster: Cluster,
     m: Arc<Membership>,
     topics: Vec<Topic>,
-    s: ConnectSettings,
     first: BrokerConnection,
 ) {
-    let cfg = client.cfg.clone();
+    let cfg = cluster.cfg.clone();
     let names: Vec<String> = topics.iter().map(|t| cfg.topic_name(*t)).collect();
     let mut conn = Some(first);
     let mut next_at = Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = cluster.backoff();
     let mut last_ok: Option<Instant> = None;
     let mut joined = false;
     // The coordinator could not be reached since the last good heartbeat: the broker may
@@ -811,7 +783,7 @@ async fn heartbeat_loop(
         let leave = m.lock().leave.take();
         if let Some(ack) = leave {
             let result = if joined {
-                send_leave(&m, &mut conn, &client, &s).await
+                send_leave(&m, &mut conn, &cluster).await
             } else {
                 Ok(())
             };
@@ -837,13 +809,12 @@ async fn heartbeat_loop(
             continue;
         }
         if conn.as_ref().is_none_or(|c| c.is_broken()) {
-            match coordinator(&client, &m.group, &s).await {
+            match cluster.coordinator(&m.group).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     warn!(group = %m.group, error = %e, "cannot reach the group coordinator");
                     outage = true;
-                    next_at = now + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    next_at = now + backoff.next_pause();
                     continue;
                 }
             }
@@ -862,8 +833,7 @@ async fn heartbeat_loop(
                 warn!(group = %m.group, error = %e, "heartbeat failed");
                 outage = true;
                 conn = None;
-                next_at = now + backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                next_at = now + backoff.next_pause();
                 continue;
             }
         };
@@ -872,9 +842,9 @@ async fn heartbeat_loop(
                 joined = true;
                 last_ok = Some(now);
                 if std::mem::take(&mut outage) {
-                    client.leaders_in_doubt("the group coordinator answers again");
+                    cluster.leaders_in_doubt("the group coordinator answers again");
                 }
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let interval = Duration::from_millis(
                     u64::try_from(resp.heartbeat_interval_ms)
                         .unwrap_or(1000)
@@ -891,11 +861,10 @@ async fn heartbeat_loop(
             NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE => {
                 debug!(group = %m.group, "coordinator moved");
                 conn = None;
-                next_at = now + backoff;
+                next_at = now + backoff.next_pause();
             }
             COORDINATOR_LOAD_IN_PROGRESS | REQUEST_TIMED_OUT => {
-                next_at = now + backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                next_at = now + backoff.next_pause();
             }
             code => {
                 let msg = format!(
@@ -932,7 +901,7 @@ fn heartbeat_request(
     group: &str,
     st: &MemberState,
     names: &[String],
-    cfg: &crate::KafkaConfig,
+    cfg: &KafkaConfig,
 ) -> ConsumerGroupHeartbeatRequest {
     let by_id: HashMap<Topic, Uuid> = st.ids.iter().map(|(id, t)| (*t, *id)).collect();
     let mut owned: BTreeMap<Uuid, Vec<i32>> = BTreeMap::new();
@@ -973,7 +942,7 @@ async fn refresh_ids(
     m: &Membership,
     c: &mut BrokerConnection,
     names: &[String],
-    cfg: &crate::KafkaConfig,
+    cfg: &KafkaConfig,
 ) {
     match c.topic_metadata(names).await {
         Ok(md) => {
@@ -1000,7 +969,7 @@ async fn apply_response(
     c: &mut BrokerConnection,
     resp: ConsumerGroupHeartbeatResponse,
     names: &[String],
-    cfg: &crate::KafkaConfig,
+    cfg: &KafkaConfig,
 ) {
     let Some(assignment) = resp.assignment else {
         let mut st = m.lock();
@@ -1042,12 +1011,12 @@ async fn apply_response(
 async fn send_leave(
     m: &Membership,
     conn: &mut Option<BrokerConnection>,
-    client: &KafkaClient,
-    s: &ConnectSettings,
+    cluster: &Cluster,
 ) -> std::result::Result<(), String> {
     if conn.as_ref().is_none_or(|c| c.is_broken()) {
         *conn = Some(
-            coordinator(client, &m.group, s)
+            cluster
+                .coordinator(&m.group)
                 .await
                 .map_err(|e| e.to_string())?,
         );
@@ -1070,29 +1039,28 @@ async fn send_leave(
 /// One partition's reader: fetches from `start` (or the earliest offset) for ever, feeding
 /// `tx`; stops when aborted or when the consumer is gone.
 async fn run_fetcher(
-    client: KafkaClient,
+    cluster: Cluster,
     tp: TopicPartition,
     start: Option<i64>,
     generation: u64,
     tx: mpsc::Sender<Fetched>,
     state: Arc<FetchState>,
 ) {
-    let cfg = client.cfg.clone();
+    let cfg = cluster.cfg.clone();
     let name = cfg.topic_name(tp.topic);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = cluster.backoff();
     let pc = loop {
-        match client.partition_client(name.clone(), tp.partition).await {
+        match cluster.partition_client(name.clone(), tp.partition).await {
             Ok(pc) => break pc,
             Err(e) => {
                 state.set_error(Some(e.to_string()));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     };
     let mut offset = match start {
         Some(o) => o,
-        None => earliest(&client, &pc, &state).await,
+        None => earliest(&cluster, &pc, &state).await,
     };
     let max_wait = i32::try_from(cfg.fetch_max_wait.as_millis()).unwrap_or(500);
     loop {
@@ -1101,7 +1069,7 @@ async fn run_fetcher(
             .await
         {
             Ok((records, high_watermark)) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 state.set_error(None);
                 let Some(last) = records.last().map(|r| r.offset) else {
                     state
@@ -1136,7 +1104,7 @@ async fn run_fetcher(
                 protocol_error: ProtocolError::OffsetOutOfRange,
                 ..
             }) => {
-                let reset = earliest(&client, &pc, &state).await;
+                let reset = earliest(&cluster, &pc, &state).await;
                 warn!(partition = %tp, offset, reset, "offset out of range; resetting to the earliest offset");
                 offset = reset;
             }
@@ -1144,24 +1112,22 @@ async fn run_fetcher(
                 let e = from_rskafka("fetch", e);
                 warn!(partition = %tp, error = %e, "fetch failed; retrying");
                 state.set_error(Some(e.to_string()));
-                client.leaders_in_doubt("a fetch failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                cluster.leaders_in_doubt("a fetch failed");
+                backoff.wait().await;
             }
         }
     }
 }
 
-async fn earliest(client: &KafkaClient, pc: &PartitionClient, state: &FetchState) -> i64 {
-    let mut backoff = Duration::from_millis(100);
+async fn earliest(cluster: &Cluster, pc: &PartitionClient, state: &FetchState) -> i64 {
+    let mut backoff: Backoff = cluster.backoff();
     loop {
         match pc.get_offset(OffsetAt::Earliest).await {
             Ok(o) => return o,
             Err(e) => {
                 state.set_error(Some(from_rskafka("list offsets", e).to_string()));
-                client.leaders_in_doubt("listing the earliest offset failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                cluster.leaders_in_doubt("listing the earliest offset failed");
+                backoff.wait().await;
             }
         }
     }

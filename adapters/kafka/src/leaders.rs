@@ -8,31 +8,33 @@
 //! taken while a restarted broker was still electing leaders therefore reports "no leader"
 //! for as long as the process lives, and fetching and publishing on those partitions stop.
 //!
-//! [`KafkaClient::leaders_in_doubt`] is the way out. Whoever sees a partition operation
-//! fail (or the group coordinator answer again after an outage) calls it; a background
-//! task then asks the broker over folio's own connection until every partition of the
-//! catalog's topics has a leader, and only then takes a fresh unfiltered answer into
-//! rskafka's cache with `list_topics`. Calls while a refresh runs are folded into one more
-//! run after it.
+//! [`LeaderWatch::in_doubt`] is the way out. Whoever sees a partition operation fail (or
+//! the group coordinator answer again after an outage) calls it, through the cluster handle;
+//! a background task then asks the broker over folio's own connection until every
+//! partition of the catalog's topics has a leader, and only then takes a fresh unfiltered
+//! answer into rskafka's cache with `list_topics`. Calls while a refresh runs are folded
+//! into one more run after it.
+//!
+//! This module knows rskafka's client and the configuration, not the cluster handle that
+//! owns them, so the handle can own a watch without the two importing each other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use folio_domain::topics::Topic;
-use folio_domain::Result;
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::client::KafkaClient;
-use crate::errors::from_rskafka;
+use crate::config::KafkaConfig;
 use crate::wire::{connect_any, ConnectSettings, WireError};
 
 /// Topic error UNKNOWN_TOPIC_OR_PARTITION: a catalog topic that was never provisioned
 /// has no partitions to lead.
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
-/// Shared by the clones of one [`KafkaClient`].
+/// One per cluster handle, shared by its clones.
 #[derive(Debug, Default)]
 pub(crate) struct LeaderWatch {
     /// A refresh task is running.
@@ -41,44 +43,32 @@ pub(crate) struct LeaderWatch {
     again: AtomicBool,
 }
 
-impl KafkaClient {
-    /// A client for one partition of a broker-side topic. A failed leader lookup puts the
-    /// cached leaders in doubt before it is returned, so every caller gets the refresh.
-    pub(crate) async fn partition_client(
-        &self,
-        topic: String,
-        partition: i32,
-    ) -> Result<PartitionClient> {
-        self.rs
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .map_err(|e| {
-                self.leaders_in_doubt("no partition leader");
-                from_rskafka("partition leader", e)
-            })
-    }
-
-    /// Something suggests the cached partition leaders may be wrong; refresh them in the
+impl LeaderWatch {
+    /// Something suggests the leaders cached in `rs` may be wrong; refresh them in the
     /// background (see the module docs). Cheap to call often.
-    pub(crate) fn leaders_in_doubt(&self, why: &'static str) {
-        let watch = &self.leaders;
-        watch.again.store(true, Ordering::SeqCst);
-        if watch.running.swap(true, Ordering::SeqCst) {
+    pub(crate) fn in_doubt(
+        self: &Arc<Self>,
+        rs: &Arc<Client>,
+        cfg: &Arc<KafkaConfig>,
+        why: &'static str,
+    ) {
+        self.again.store(true, Ordering::SeqCst);
+        if self.running.swap(true, Ordering::SeqCst) {
             return;
         }
-        let client = self.clone();
+        let (watch, rs, cfg) = (self.clone(), rs.clone(), cfg.clone());
         debug!(why, "refreshing partition leaders");
         tokio::spawn(async move {
             loop {
-                client.leaders.again.store(false, Ordering::SeqCst);
-                refresh(&client).await;
+                watch.again.store(false, Ordering::SeqCst);
+                refresh(&rs, &cfg).await;
                 // At most one refresh a second, however many failures report in.
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if !client.leaders.again.load(Ordering::SeqCst) {
-                    client.leaders.running.store(false, Ordering::SeqCst);
+                if !watch.again.load(Ordering::SeqCst) {
+                    watch.running.store(false, Ordering::SeqCst);
                     // A call between the load and the store found `running` still set.
-                    if client.leaders.again.load(Ordering::SeqCst)
-                        && !client.leaders.running.swap(true, Ordering::SeqCst)
+                    if watch.again.load(Ordering::SeqCst)
+                        && !watch.running.swap(true, Ordering::SeqCst)
                     {
                         continue;
                     }
@@ -91,8 +81,7 @@ impl KafkaClient {
 
 /// Waits (bounded) until the broker names a leader for every catalog partition, then
 /// replaces rskafka's cached metadata.
-async fn refresh(client: &KafkaClient) {
-    let cfg = &client.cfg;
+async fn refresh(rs: &Client, cfg: &KafkaConfig) {
     let names: Vec<String> = Topic::ALL.iter().map(|t| cfg.topic_name(*t)).collect();
     let settings = ConnectSettings::from_config(cfg);
     let give_up = Instant::now() + cfg.request_deadline;
@@ -113,7 +102,7 @@ async fn refresh(client: &KafkaClient) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
-    match tokio::time::timeout(cfg.request_deadline, client.rs.list_topics()).await {
+    match tokio::time::timeout(cfg.request_deadline, rs.list_topics()).await {
         Ok(Ok(_)) => info!("partition leaders refreshed"),
         Ok(Err(e)) => warn!(error = %e, "refreshing partition leaders failed"),
         Err(_) => warn!("refreshing partition leaders timed out"),
@@ -166,10 +155,12 @@ mod tests {
     use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
     use rskafka::client::error::Error as RsError;
     use rskafka::client::partition::UnknownTopicHandling;
+    use rskafka::client::{Client, ClientBuilder};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use crate::{KafkaClient, KafkaConfig};
+    use super::LeaderWatch;
+    use crate::config::KafkaConfig;
 
     const TOPIC: &str = "book.views";
 
@@ -280,9 +271,8 @@ mod tests {
         }
     }
 
-    async fn leader_found(client: &KafkaClient) -> Result<(), RsError> {
+    async fn leader_found(client: &Client) -> Result<(), RsError> {
         client
-            .rs
             .partition_client(TOPIC, 0, UnknownTopicHandling::Retry)
             .await
             .map(|_| ())
@@ -294,7 +284,14 @@ mod tests {
         let mut cfg = KafkaConfig::new(&format!("127.0.0.1:{}", broker.port));
         cfg.request_deadline = Duration::from_secs(2);
         // The client caches the broker's first answer: no leader yet.
-        let client = KafkaClient::connect(cfg).await.expect("connects");
+        let client = Arc::new(
+            ClientBuilder::new(cfg.bootstrap.clone())
+                .backoff_config(cfg.rskafka_backoff())
+                .build()
+                .await
+                .expect("connects"),
+        );
+        let cfg = Arc::new(cfg);
         broker.elected.store(true, Ordering::SeqCst);
 
         // rskafka keeps asking its cache, so the election goes unnoticed.
@@ -305,7 +302,7 @@ mod tests {
             "{stuck}"
         );
 
-        client.leaders_in_doubt("test");
+        Arc::new(LeaderWatch::default()).in_doubt(&client, &cfg, "test");
         let mut found = false;
         for _ in 0..50 {
             if tokio::time::timeout(Duration::from_millis(500), leader_found(&client))

@@ -5,11 +5,19 @@
 //! # Layout
 //! - [`config`]: [`KafkaConfig`], one set of settings (brokers, TLS, SASL, batching,
 //!   timeouts, topic prefix) for every connection the adapter opens.
-//! - [`client`]: [`KafkaClient`], the connected entry point; topic provisioning
-//!   ([`KafkaClient::ensure_topics`]) with the catalog's partition counts, and its reverse
+//! - `cluster`: the one cluster handle (configuration, rskafka's client and its
+//!   metadata, folio's own connections, the coordinator lookup, the backoff policy) that
+//!   the publisher, the fetchers, the group member and the admin each hold. It knows none
+//!   of them; a unit test below checks that no module imports one that imports it back.
+//! - [`client`]: [`KafkaClient`], the connected entry point that hands out the parts
+//!   below; it only composes them.
+//! - [`admin`]: topic provisioning ([`KafkaClient::ensure_topics`]) with the configured
+//!   partition counts and replication (CreateTopics with `min.insync.replicas`), warnings
+//!   for existing topics replicated less than configured, and the reverse
 //!   ([`KafkaClient::delete_topics`]) for tearing down an isolated run.
 //! - `leaders`: keeps rskafka's cached partition leaders from going stale after a broker
-//!   restart (refreshed whenever a partition operation fails or the coordinator returns).
+//!   restart or a leader move (refreshed whenever a partition operation fails or the
+//!   coordinator returns).
 //! - [`publisher`]: [`KafkaPublisher`], per-partition batching with a bounded in-flight
 //!   budget, acks=all.
 //! - [`group`]: [`KafkaGroupConsumer`], a member of a consumer group (KIP-848
@@ -36,7 +44,9 @@
 //!
 //! Decisions and their reasons: `docs/kafka-adapter.md`.
 
+pub mod admin;
 pub mod client;
+mod cluster;
 pub mod config;
 mod errors;
 pub mod group;
@@ -51,8 +61,12 @@ use folio_domain::ports::{GroupConsumer, MessageBus, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_domain::Result;
 
-pub use client::{ensure_topics, KafkaClient, ProvisionReport};
-pub use config::{tls_config, ClientCertificate, KafkaConfig, SaslMechanism, SaslSettings};
+pub use admin::{ProvisionReport, Shortfall, ShortfallKind};
+pub use client::{ensure_topics, KafkaClient};
+pub use config::{
+    parse_partitions, tls_config, ClientCertificate, KafkaConfig, Replication, SaslMechanism,
+    SaslSettings,
+};
 pub use group::KafkaGroupConsumer;
 pub use publisher::{KafkaPublisher, PublisherStats};
 pub use rskafka::client::partition::Compression;
@@ -94,5 +108,81 @@ impl MessageBus for KafkaBus {
 
     async fn provision(&self) -> Result<()> {
         self.client.ensure_topics(&Topic::ALL).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The adapter's modules import each other without a loop: every part uses the
+    //! cluster handle, and the handle knows none of them.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Each module's source, outside its `#[cfg(test)] mod tests`.
+    const MODULES: [(&str, &str); 10] = [
+        ("admin", include_str!("admin.rs")),
+        ("client", include_str!("client.rs")),
+        ("cluster", include_str!("cluster.rs")),
+        ("config", include_str!("config.rs")),
+        ("errors", include_str!("errors.rs")),
+        ("group", include_str!("group.rs")),
+        ("leaders", include_str!("leaders.rs")),
+        ("publisher", include_str!("publisher.rs")),
+        ("wire", include_str!("wire.rs")),
+        ("lib", include_str!("lib.rs")),
+    ];
+
+    fn imports() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+        let names: Vec<&str> = MODULES.iter().map(|(n, _)| *n).collect();
+        MODULES
+            .iter()
+            .map(|(name, src)| {
+                let body = src.split("#[cfg(test)]\nmod tests").next().unwrap_or(src);
+                let used = names
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != *name && *m != "lib")
+                    .filter(|m| {
+                        body.contains(&format!("crate::{m}::"))
+                            || body.contains(&format!("crate::{m};"))
+                    })
+                    .collect();
+                (*name, used)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let graph = imports();
+        for (name, _) in MODULES.iter().filter(|(n, _)| *n != "lib") {
+            // Depth-first from each module: it must never reach itself.
+            let mut stack: Vec<&str> = graph[name].iter().copied().collect();
+            let mut seen = BTreeSet::new();
+            while let Some(m) = stack.pop() {
+                assert_ne!(
+                    m, *name,
+                    "{name} reaches itself through its imports: {graph:?}"
+                );
+                if seen.insert(m) {
+                    stack.extend(graph[m].iter().copied());
+                }
+            }
+        }
+        for part in ["admin", "group", "publisher"] {
+            assert!(
+                graph[part].contains("cluster"),
+                "{part} uses the cluster handle"
+            );
+            assert!(
+                !graph[part].contains("client"),
+                "{part} does not know KafkaClient"
+            );
+        }
+        for leaf in ["cluster", "leaders"] {
+            for part in ["admin", "client", "group", "publisher"] {
+                assert!(!graph[leaf].contains(part), "{leaf} imports {part}");
+            }
+        }
     }
 }

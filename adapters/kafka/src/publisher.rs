@@ -13,7 +13,7 @@
 //! handed back rather than dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,9 +26,9 @@ use rskafka::client::partition::PartitionClient;
 use rskafka::record::Record as RsRecord;
 use tokio::sync::{mpsc, oneshot, Notify, RwLock, Semaphore};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::client::KafkaClient;
+use crate::cluster::Cluster;
 use crate::errors::{from_rskafka, unavailable};
 
 /// Counters of a publisher, for metrics and tests.
@@ -100,8 +100,14 @@ impl Tracker {
 /// One sender per partition of a topic, indexed by partition.
 type Lanes = Arc<Vec<mpsc::UnboundedSender<LaneMsg>>>;
 
+/// A topic's lanes, and when its partition count was last asked.
+struct TopicLanes {
+    lanes: Lanes,
+    checked: Instant,
+}
+
 struct Shared {
-    client: KafkaClient,
+    cluster: Cluster,
     permits: Arc<Semaphore>,
     counters: Counters,
 }
@@ -110,7 +116,9 @@ struct Shared {
 #[derive(Clone)]
 pub struct KafkaPublisher {
     shared: Arc<Shared>,
-    lanes: Arc<RwLock<HashMap<Topic, Lanes>>>,
+    lanes: Arc<RwLock<HashMap<Topic, TopicLanes>>>,
+    /// A background check of the partition counts runs.
+    recounting: Arc<AtomicBool>,
     /// Failures already reported by a flush.
     reported_failures: Arc<AtomicU64>,
 }
@@ -124,15 +132,16 @@ impl std::fmt::Debug for KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    pub(crate) fn new(client: KafkaClient) -> Self {
-        let permits = Arc::new(Semaphore::new(client.cfg.max_in_flight_records.max(1)));
+    pub(crate) fn new(cluster: Cluster) -> Self {
+        let permits = Arc::new(Semaphore::new(cluster.cfg.max_in_flight_records.max(1)));
         KafkaPublisher {
             shared: Arc::new(Shared {
-                client,
+                cluster,
                 permits,
                 counters: Counters::default(),
             }),
             lanes: Arc::new(RwLock::new(HashMap::new())),
+            recounting: Arc::new(AtomicBool::new(false)),
             reported_failures: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -152,16 +161,19 @@ impl KafkaPublisher {
 
     async fn lanes_of(&self, topic: Topic) -> Result<Lanes> {
         if let Some(l) = self.lanes.read().await.get(&topic) {
-            return Ok(l.clone());
+            if l.checked.elapsed() >= self.shared.cluster.cfg.metadata_refresh {
+                self.recount_in_background();
+            }
+            return Ok(l.lanes.clone());
         }
         let mut lanes = self.lanes.write().await;
         if let Some(l) = lanes.get(&topic) {
-            return Ok(l.clone());
+            return Ok(l.lanes.clone());
         }
-        let name = self.shared.client.cfg.topic_name(topic);
+        let name = self.shared.cluster.cfg.topic_name(topic);
         let count = self
             .shared
-            .client
+            .cluster
             .partition_counts()
             .await?
             .get(&name)
@@ -171,17 +183,62 @@ impl KafkaPublisher {
                     "kafka topic {name} does not exist; provision topics first"
                 ))
             })?;
-        let senders: Vec<_> = (0..count)
-            .map(|p| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run_lane(self.shared.clone(), name.clone(), p, rx));
-                tx
-            })
-            .collect();
+        let senders: Vec<_> = (0..count).map(|p| self.start_lane(&name, p)).collect();
         debug!(topic = %name, partitions = count, "publishing lanes started");
         let senders = Arc::new(senders);
-        lanes.insert(topic, senders.clone());
+        lanes.insert(
+            topic,
+            TopicLanes {
+                lanes: senders.clone(),
+                checked: Instant::now(),
+            },
+        );
         Ok(senders)
+    }
+
+    fn start_lane(&self, name: &str, partition: i32) -> mpsc::UnboundedSender<LaneMsg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_lane(
+            self.shared.clone(),
+            name.to_string(),
+            partition,
+            rx,
+        ));
+        tx
+    }
+
+    /// Asks the brokers for the partition counts of the topics this publisher uses, and
+    /// gives a topic that has grown a lane for each new partition, so records are
+    /// partitioned over the new count from then on (as a Java producer does once its
+    /// metadata shows the new partitions). A count never shrinks in Kafka.
+    fn recount_in_background(&self) {
+        if self.recounting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let counts = this.shared.cluster.partition_counts().await;
+            let mut lanes = this.lanes.write().await;
+            for (topic, entry) in lanes.iter_mut() {
+                entry.checked = Instant::now();
+                let name = this.shared.cluster.cfg.topic_name(*topic);
+                let Some(&now) = counts.as_ref().ok().and_then(|c| c.get(&name)) else {
+                    continue;
+                };
+                let before = entry.lanes.len() as i32;
+                if now > before {
+                    let mut grown: Vec<_> = entry.lanes.iter().cloned().collect();
+                    grown.extend((before..now).map(|p| this.start_lane(&name, p)));
+                    entry.lanes = Arc::new(grown);
+                    info!(topic = %name, before, now, "topic has more partitions; publishing over all of them");
+                }
+            }
+            drop(lanes);
+            if let Err(e) = counts {
+                debug!(error = %e, "partition counts not refreshed");
+            }
+            this.recounting.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -192,7 +249,7 @@ impl KafkaPublisher {
         record: OutgoingRecord,
         track: Option<(Arc<Tracker>, usize)>,
     ) -> Result<()> {
-        let deadline = self.shared.client.cfg.send_deadline;
+        let deadline = self.shared.cluster.cfg.send_deadline;
         let permit = tokio::time::timeout(deadline, self.shared.permits.acquire())
             .await
             .map_err(|_| unavailable(format!("publish buffer full for {deadline:?}")))?
@@ -245,7 +302,13 @@ impl RecordPublisher for KafkaPublisher {
     }
 
     async fn flush(&self) -> Result<()> {
-        let all: Vec<_> = self.lanes.read().await.values().cloned().collect();
+        let all: Vec<Lanes> = self
+            .lanes
+            .read()
+            .await
+            .values()
+            .map(|l| l.lanes.clone())
+            .collect();
         let mut waits = Vec::new();
         for lanes in &all {
             for lane in lanes.iter() {
@@ -279,7 +342,7 @@ async fn run_lane(
     partition: i32,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
 ) {
-    let cfg = shared.client.cfg.clone();
+    let cfg = shared.cluster.cfg.clone();
     let mut client: Option<PartitionClient> = None;
     let mut batch: Vec<RsRecord> = Vec::new();
     let mut tracks: Vec<Option<(Arc<Tracker>, usize)>> = Vec::new();
@@ -337,7 +400,7 @@ async fn run_lane(
                     let returned = tracks.iter().filter(|t| t.is_some()).count();
                     warn!(%topic, partition, records = n, returned, error = %e,
                         "produce failed; records handed back to their deliver calls are retried by their owners, the rest are lost to their senders' next flush");
-                    shared.client.leaders_in_doubt("a produce failed");
+                    shared.cluster.leaders_in_doubt("a produce failed");
                     shared
                         .counters
                         .failed
@@ -387,10 +450,10 @@ async fn produce(
     partition: i32,
     records: Vec<RsRecord>,
 ) -> Result<()> {
-    let cfg = &shared.client.cfg;
+    let cfg = &shared.cluster.cfg;
     if client.is_none() {
         let c = shared
-            .client
+            .cluster
             .partition_client(topic.to_string(), partition)
             .await?;
         *client = Some(c);

@@ -1,4 +1,5 @@
-//! folio's own broker connections, for the consumer-group protocol that rskafka lacks.
+//! folio's own broker connections, for the consumer-group protocol and the topic admin
+//! (replication settings, configs, the cluster's size) that rskafka lacks.
 //!
 //! One [`BrokerConnection`] is one TCP (optionally TLS) stream carrying Kafka frames: a
 //! 4-byte big-endian length, then a request header and body encoded by the `kafka-protocol`
@@ -21,9 +22,10 @@ use kafka_protocol::messages::{
     MetadataResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::messages::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, FindCoordinatorResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SaslAuthenticateResponse, SaslHandshakeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, StrBytes, VersionRange,
@@ -139,6 +141,9 @@ requests! {
     ConsumerGroupHeartbeatRequest => ConsumerGroupHeartbeatResponse, ConsumerGroupHeartbeat;
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
+    CreateTopicsRequest => CreateTopicsResponse, CreateTopics;
+    DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs;
+    DescribeClusterRequest => DescribeClusterResponse, DescribeCluster;
 }
 
 /// The version ranges a broker supports, by API key.

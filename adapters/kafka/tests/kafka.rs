@@ -435,11 +435,30 @@ async fn provisioning_creates_the_catalog_and_warns_on_a_mismatch() {
     let text = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf8");
     assert!(
         text.contains("WARN")
-            && text.contains("different partition count")
+            && text.contains("fewer partitions than configured")
             && text.contains("expected=3")
             && text.contains("actual=1"),
         "warning logged: {text}"
     );
+    // It was made with one replica: on a cluster (default factor min(3, brokers) > 1) that
+    // is reported too, and left as it is.
+    let rep = report.replication;
+    assert_eq!(
+        rep,
+        folio_kafka::Replication::resolve(None, None, report.brokers).expect("defaults")
+    );
+    let replicas: Vec<_> = report
+        .shortfalls
+        .iter()
+        .filter(|s| matches!(s.kind, folio_kafka::ShortfallKind::Replicas { .. }))
+        .map(|s| s.topic)
+        .collect();
+    if rep.factor > 1 {
+        assert_eq!(replicas, vec![Topic::BookViews]);
+        assert!(text.contains("fewer than the replication factor"), "{text}");
+    } else {
+        assert!(replicas.is_empty(), "{:?}", report.shortfalls);
+    }
 
     // Again: nothing to create, the mismatch reported again, nothing changed.
     let again = client
@@ -449,6 +468,10 @@ async fn provisioning_creates_the_catalog_and_warns_on_a_mismatch() {
     assert!(again.created.is_empty());
     assert_eq!(again.existing.len(), 6);
     assert_eq!(again.mismatched, vec![(Topic::BookViews, 3, 1)]);
+    assert_eq!(
+        again.shortfalls, report.shortfalls,
+        "the topics folio made are as configured"
+    );
 
     // The publisher follows the real count: everything lands on partition 0.
     let publisher = client.publisher();
