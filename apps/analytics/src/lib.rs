@@ -63,8 +63,24 @@ pub struct BusArgs {
     /// Empty in production.
     #[arg(long, env = "FOLIO_GROUP_PREFIX", default_value = "")]
     pub group_prefix: String,
+    /// Replicas of each partition of the topics folio creates. Default: min(3, the brokers
+    /// in the cluster). Existing topics are checked against it, never changed.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR")]
+    pub kafka_replication_factor: Option<i16>,
+    /// `min.insync.replicas` of the topics folio creates. Default: the replication factor
+    /// − 1, at least 1. Existing topics are checked against it, never changed.
+    #[arg(long, env = "KAFKA_MIN_INSYNC_REPLICAS")]
+    pub kafka_min_insync_replicas: Option<i16>,
+    /// Partition counts of topics folio creates, where they differ from the design's, e.g.
+    /// `book.views=6,book.downloads=6`. Existing topics keep theirs.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value = "", value_parser = partitions)]
+    pub kafka_partitions: std::collections::BTreeMap<Topic, i32>,
     #[command(flatten)]
     pub security: KafkaSecurityArgs,
+}
+
+fn partitions(raw: &str) -> Result<std::collections::BTreeMap<Topic, i32>, String> {
+    folio_kafka::parse_partitions(raw)
 }
 
 /// How folio authenticates to the brokers and encrypts its connections. The same settings
@@ -163,6 +179,9 @@ pub async fn connect_bus(args: &BusArgs) -> anyhow::Result<Arc<dyn MessageBus>> 
             let mut cfg = KafkaConfig::new(bootstrap);
             cfg.topic_prefix = args.topic_prefix.clone();
             cfg.group_prefix = args.group_prefix.clone();
+            cfg.replication_factor = args.kafka_replication_factor;
+            cfg.min_insync_replicas = args.kafka_min_insync_replicas;
+            cfg.partitions = args.kafka_partitions.clone();
             args.security.apply(&mut cfg)?;
             let bus = folio_kafka::KafkaBus::connect(cfg)
                 .await
