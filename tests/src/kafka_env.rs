@@ -31,6 +31,12 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 /// How to give the suite a broker.
 pub const HOW_TO_KAFKA: &str = "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints \
      127.0.0.1:19092), or run scripts/test, which provides one";
+/// How to give the cluster tests a cluster of three brokers they may kill and restart.
+pub const HOW_TO_CLUSTER: &str = "set FOLIO_TEST_KAFKA_CLUSTER to the bootstrap list of a \
+     three-node cluster run by scripts/kafka-local (KAFKA_BROKERS=3 KAFKA_PORT=39092 \
+     scripts/kafka-local start prints 127.0.0.1:39092,127.0.0.1:39192,127.0.0.1:39292; the \
+     tests kill and restart its nodes with the same script, so the list must be the one it \
+     printed), or run scripts/test, which starts one";
 /// How to give the security tests the broker's secured listeners.
 pub const HOW_TO_SECURED: &str = "set FOLIO_TEST_SASL_BOOTSTRAP (a SASL_PLAINTEXT listener), \
      FOLIO_TEST_SASL_SSL_BOOTSTRAP (SASL_SSL) and FOLIO_TEST_MTLS_BOOTSTRAP (SSL requiring a \
@@ -185,6 +191,165 @@ pub async fn kafka() -> KafkaEnv {
         });
     }
     panic!("this test needs a real Kafka broker and KAFKA_BOOTSTRAP is unset: {HOW_TO_KAFKA}");
+}
+
+/// A three-node cluster for one test, run by `scripts/kafka-local` (`KAFKA_BROKERS=3`), so
+/// the test can `kill -9` and restart its nodes. [`ClusterEnv::env`] serves it like a
+/// single broker (configurations, Kafka's tools). Every node it killed is started again
+/// when it is dropped.
+pub struct ClusterEnv {
+    pub env: KafkaEnv,
+    /// Client port of node 1 (`KAFKA_PORT` of the script).
+    base_port: u16,
+    nodes: usize,
+    script: PathBuf,
+}
+
+/// The cluster this test uses (`FOLIO_TEST_KAFKA_CLUSTER`). Panics, saying how to provide
+/// one, when there is none.
+pub async fn kafka_cluster() -> ClusterEnv {
+    let Some(list) = non_empty_env("FOLIO_TEST_KAFKA_CLUSTER") else {
+        panic!("this test needs a three-broker Kafka cluster and FOLIO_TEST_KAFKA_CLUSTER is unset: {HOW_TO_CLUSTER}");
+    };
+    let addrs: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let base_port = addrs
+        .first()
+        .and_then(|a| a.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or_else(|| {
+            panic!("FOLIO_TEST_KAFKA_CLUSTER={list:?}: expected host:port,...; {HOW_TO_CLUSTER}")
+        });
+    assert!(
+        addrs.len() >= 3,
+        "FOLIO_TEST_KAFKA_CLUSTER={list:?} names {} broker(s), the cluster tests need 3: {HOW_TO_CLUSTER}",
+        addrs.len()
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local");
+    ClusterEnv {
+        env: KafkaEnv {
+            bootstrap: list.clone(),
+            cli: Cli::Local {
+                script: script.clone(),
+            },
+            handed_out: Made::default(),
+            container: None,
+        },
+        base_port,
+        nodes: addrs.len(),
+        script,
+    }
+}
+
+impl ClusterEnv {
+    /// `scripts/kafka-local <cmd> <node>` on this cluster.
+    pub async fn node_cmd(&self, cmd: &str, node: usize) -> anyhow::Result<()> {
+        let mut c = Command::new(&self.script);
+        c.arg(cmd)
+            .arg(node.to_string())
+            .env("KAFKA_BROKERS", self.nodes.to_string())
+            .env("KAFKA_PORT", self.base_port.to_string())
+            .stdin(Stdio::null());
+        let what = format!("scripts/kafka-local {cmd} {node}");
+        let out = tokio::task::spawn_blocking(move || c.output())
+            .await?
+            .with_context(|| format!("running {what}"))?;
+        if !out.status.success() {
+            bail!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `kill -9` of node `node`.
+    pub async fn kill(&self, node: usize) -> anyhow::Result<()> {
+        self.node_cmd("kill", node).await
+    }
+
+    /// Starts node `node` (recovering its logs) and waits until it serves clients.
+    pub async fn start(&self, node: usize) -> anyhow::Result<()> {
+        self.node_cmd("start", node).await
+    }
+
+    /// The node leading `partition` of broker-side `topic`, from `kafka-topics --describe`.
+    pub async fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<usize> {
+        let out = self.describe_topic(topic).await?;
+        for line in out.lines() {
+            let field = |name: &str| {
+                line.split('\t')
+                    .map(str::trim)
+                    .find_map(|f| f.strip_prefix(name).map(str::trim))
+            };
+            if field("Partition:").and_then(|p| p.parse::<i32>().ok()) == Some(partition) {
+                return field("Leader:")
+                    .and_then(|l| l.parse().ok())
+                    .with_context(|| format!("no leader in {line:?}"));
+            }
+        }
+        bail!("no partition {partition} in:\n{out}")
+    }
+
+    /// `kafka-topics --describe --topic <topic>`: one summary line (with
+    /// `ReplicationFactor` and `Configs`) and one line per partition.
+    pub async fn describe_topic(&self, topic: &str) -> anyhow::Result<String> {
+        self.env
+            .tool(
+                "topics",
+                &["--describe".into(), "--topic".into(), topic.to_string()],
+                None,
+            )
+            .await
+    }
+
+    /// The node coordinating `group` (the apps' name; the prefix is added), from
+    /// `kafka-consumer-groups --describe --state`.
+    pub async fn coordinator_of(&self, cfg: &KafkaConfig, group: &str) -> anyhow::Result<usize> {
+        let full = cfg.group_name(group);
+        let out = self
+            .env
+            .tool(
+                "consumer-groups",
+                &[
+                    "--describe".into(),
+                    "--state".into(),
+                    "--group".into(),
+                    full.clone(),
+                ],
+                None,
+            )
+            .await?;
+        // "GROUP  COORDINATOR (ID)  ASSIGNMENT-STRATEGY  STATE  #MEMBERS": the id is in
+        // parentheses after the coordinator's address.
+        out.lines()
+            .filter(|l| l.starts_with(&full))
+            .find_map(|l| {
+                let open = l.find('(')?;
+                let close = l[open..].find(')')? + open;
+                l[open + 1..close].trim().parse().ok()
+            })
+            .with_context(|| format!("no coordinator of {full} in:\n{out}"))
+    }
+}
+
+impl Drop for ClusterEnv {
+    /// Starts every node again, so a failing test does not leave the cluster short.
+    fn drop(&mut self) {
+        let mut c = Command::new(&self.script);
+        c.arg("start")
+            .env("KAFKA_BROKERS", self.nodes.to_string())
+            .env("KAFKA_PORT", self.base_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Err(e) = c.status() {
+            eprintln!("note: restarting the cluster's nodes failed: {e}");
+        }
+    }
 }
 
 /// A free TCP port on the host, for the container's host listener: Kafka must advertise
