@@ -97,6 +97,51 @@ fn required(field: &str, value: &str, max: usize, problems: &mut Vec<String>) ->
     v.to_string()
 }
 
+/// Which live books a listing returns; every part that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookFilter {
+    /// Only books of exactly this genre.
+    pub genre: Option<String>,
+    /// Only books whose title contains this text, ASCII letters compared without case
+    /// (`dune` finds "Dune Messiah").
+    pub title: Option<String>,
+}
+
+impl BookFilter {
+    /// The longest title search accepted, as long as the longest title.
+    pub const MAX_TITLE: usize = 300;
+
+    /// A filter from optional query parameters: blank ones are ignored, an overlong
+    /// title search is refused.
+    pub fn new(genre: Option<&str>, title: Option<&str>) -> Result<Self, Error> {
+        let keep = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+        let title = keep(title);
+        if title
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > Self::MAX_TITLE)
+        {
+            return Err(Error::invalid(format!(
+                "title must be at most {} characters",
+                Self::MAX_TITLE
+            )));
+        }
+        Ok(BookFilter {
+            genre: keep(genre),
+            title,
+        })
+    }
+
+    /// Whether `book` passes: the one definition the stores follow.
+    pub fn matches(&self, book: &Book) -> bool {
+        self.genre.as_ref().is_none_or(|g| book.genre == *g)
+            && self.title.as_ref().is_none_or(|t| {
+                book.title
+                    .to_ascii_lowercase()
+                    .contains(&t.to_ascii_lowercase())
+            })
+    }
+}
+
 /// A page request: 1-based page number and page size (1..=100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRequest {

@@ -33,6 +33,7 @@ pub mod fixtures;
 pub mod ids;
 pub mod money;
 pub mod partitioner;
+pub mod pipeline;
 pub mod ports;
 pub mod services;
 pub mod stats;

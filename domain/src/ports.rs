@@ -13,14 +13,17 @@ use chrono::{DateTime, Utc};
 
 use crate::accounts::{AccessToken, Email, NewUser, Password, Principal, User};
 use crate::analytics::Aggregate;
-use crate::catalog::{Book, BookDraft, BookFileInfo, BookFileUpload, Page, PageRequest};
+use crate::catalog::{
+    Book, BookDraft, BookFileInfo, BookFileUpload, BookFilter, Page, PageRequest,
+};
 use crate::commerce::{ChargeOutcome, ConfirmOutcome, PaymentNotification, Purchase};
 use crate::events::{Event, EventMeta};
 use crate::feedback::{Rating, RatingUpdate, Review, ReviewText, ReviewUpdate, Stars};
 use crate::ids::{BookId, PurchaseId, UserId};
 use crate::money::Money;
 use crate::stats::{
-    BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange,
+    BookStats, BookWindow, GenreStats, Overview, OverviewWindow, PopularBook, PopularSort,
+    StoredWindow, TimeRange,
 };
 use crate::topics::{Topic, TopicPartition};
 use crate::Result;
@@ -221,8 +224,8 @@ pub trait BookRepository: Send + Sync {
     async fn create(&self, draft: BookDraft, at: DateTime<Utc>) -> Result<Book>;
     /// A live (not deleted) book, with its file info.
     async fn get(&self, id: BookId) -> Result<Option<Book>>;
-    /// Live books by id, optionally of one genre.
-    async fn list(&self, page: PageRequest, genre: Option<&str>) -> Result<Page<Book>>;
+    /// Live books by id that pass `filter` ([`BookFilter::matches`]).
+    async fn list(&self, page: PageRequest, filter: &BookFilter) -> Result<Page<Book>>;
     /// Replaces a live book's fields; [`Error::NotFound`] if there is none.
     async fn update(&self, id: BookId, draft: BookDraft, at: DateTime<Utc>) -> Result<Book>;
     /// Removes a book from the catalog; [`Error::NotFound`] if there is none.
@@ -387,6 +390,11 @@ pub trait StatsQuery: Send + Sync {
         limit: u32,
         range: TimeRange,
     ) -> Result<Vec<PopularBook>>;
+    /// Every genre with activity in `range`, ordered by [`crate::stats::rank_genres`].
+    async fn genres(&self, range: TimeRange) -> Result<Vec<GenreStats>>;
+    /// The stored window that ends last (per-window rows only), if any: how far the
+    /// pipeline has come.
+    async fn newest_window(&self) -> Result<Option<StoredWindow>>;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -161,6 +161,62 @@ pub struct OverviewWindow {
     pub unique_users: u64,
 }
 
+/// One genre's figures over a range of windows, from the books of that genre (deleted
+/// ones included: their statistics remain). Unique counts are not split by genre.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenreStats {
+    pub genre: String,
+    /// Live books of the genre in the catalog.
+    pub book_count: u64,
+    /// Books of the genre with any event in the range.
+    pub books_with_activity: u64,
+    pub views: u64,
+    pub downloads: u64,
+    pub purchases: u64,
+    /// Revenue in cents of the store currency.
+    pub revenue_cents: i64,
+    pub reviews: i64,
+    /// Ratings that exist, and the sum of their stars.
+    pub ratings: i64,
+    pub rating_sum: i64,
+}
+
+impl GenreStats {
+    /// A genre's row from its books' summed figures.
+    pub fn from_figures(genre: String, book_count: u64, books: u64, f: &BookFigures) -> Self {
+        GenreStats {
+            genre,
+            book_count,
+            books_with_activity: books,
+            views: f.views,
+            downloads: f.downloads,
+            purchases: f.purchases,
+            revenue_cents: f.revenue_cents,
+            reviews: f.reviews,
+            ratings: f.ratings,
+            rating_sum: f.rating_sum,
+        }
+    }
+
+    pub fn average_rating(&self) -> Option<f64> {
+        (self.ratings > 0).then(|| self.rating_sum as f64 / self.ratings as f64)
+    }
+}
+
+/// Orders a genre breakdown: most views first, ties by genre in byte order, the same order
+/// that picks the overview's top genre.
+pub fn rank_genres(mut rows: Vec<GenreStats>) -> Vec<GenreStats> {
+    rows.sort_by(|a, b| b.views.cmp(&a.views).then_with(|| a.genre.cmp(&b.genre)));
+    rows
+}
+
+/// The newest window the store holds a per-window row for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredWindow {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+}
+
 /// One entry of a popular list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PopularBook {

@@ -18,7 +18,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use folio_domain::accounts::{Email, NewUser, Role, User};
 use folio_domain::analytics::{Aggregate, Figures, Sketch, SourceRange};
-use folio_domain::catalog::{Book, BookDraft, BookFileUpload, PageRequest};
+use folio_domain::catalog::{Book, BookDraft, BookFileUpload, BookFilter, PageRequest};
 use folio_domain::commerce::{ConfirmOutcome, PurchaseStatus};
 use folio_domain::events::{Event, EventMeta};
 use folio_domain::feedback::{ReviewText, Stars};
@@ -29,8 +29,8 @@ use folio_domain::ports::{
     ReviewRepository, StatsQuery, StatsSink, UpsertReport, UserRepository,
 };
 use folio_domain::stats::{
-    fold_by_window, rank_popular, BookFigures, PopularBook, PopularSort, StatsFold, TimeRange,
-    TopBook, TopGenre,
+    fold_by_window, rank_popular, BookFigures, GenreStats, PopularBook, PopularSort, StatsFold,
+    StoredWindow, TimeRange, TopBook, TopGenre,
 };
 use folio_domain::topics::Topic;
 use folio_domain::Error;
@@ -205,7 +205,7 @@ pub async fn users(users: &dyn UserRepository) -> Result<()> {
     Ok(())
 }
 
-/// The catalog: paging with totals, genre filter, update, soft delete.
+/// The catalog: paging with totals, genre and title filters, update, soft delete.
 pub async fn books(books: &dyn BookRepository) -> Result<()> {
     let dune = new_book(books, "Dune", "SF", 1299).await?;
     let emma = new_book(books, "Emma", "Classics", 0).await?;
@@ -218,7 +218,7 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
     assert_eq!(books.get(dune.id).await?, Some(dune.clone()));
 
     let first = books
-        .list(PageRequest::new(Some(1), Some(2))?, None)
+        .list(PageRequest::new(Some(1), Some(2))?, &BookFilter::default())
         .await?;
     assert_eq!(first.total, 3);
     assert_eq!((first.page, first.per_page), (1, 2));
@@ -227,7 +227,7 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
         vec![dune.id, emma.id]
     );
     let second = books
-        .list(PageRequest::new(Some(2), Some(2))?, None)
+        .list(PageRequest::new(Some(2), Some(2))?, &BookFilter::default())
         .await?;
     assert_eq!(second.total, 3);
     assert_eq!(
@@ -235,17 +235,41 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
         vec![neuro.id]
     );
     let beyond = books
-        .list(PageRequest::new(Some(3), Some(2))?, None)
+        .list(PageRequest::new(Some(3), Some(2))?, &BookFilter::default())
         .await?;
     assert_eq!((beyond.total, beyond.items.len()), (3, 0));
+    let sf_filter = BookFilter::new(Some("SF"), None)?;
     let sf = books
-        .list(PageRequest::new(None, None)?, Some("SF"))
+        .list(PageRequest::new(None, None)?, &sf_filter)
         .await?;
     assert_eq!(sf.total, 2);
     assert_eq!(
         sf.items.iter().map(|b| b.id).collect::<Vec<_>>(),
         vec![dune.id, neuro.id]
     );
+    // A title search ignores ASCII case, matches inside the title and takes `%` and `_`
+    // literally; it combines with the genre.
+    let titled = |genre: Option<&str>, title: &str| BookFilter::new(genre, Some(title));
+    for (genre, title, expected) in [
+        (None, "uNe", vec![dune.id]),
+        (None, "m", vec![emma.id, neuro.id]),
+        (Some("SF"), "m", vec![neuro.id]),
+        (None, "%", vec![]),
+        (None, "D_ne", vec![]),
+        (None, "Neuromancer!", vec![]),
+    ] {
+        let found = books
+            .list(PageRequest::new(None, None)?, &titled(genre, title)?)
+            .await?;
+        assert_eq!(
+            (
+                found.total,
+                found.items.iter().map(|b| b.id).collect::<Vec<_>>()
+            ),
+            (expected.len() as u64, expected.clone()),
+            "genre {genre:?}, title {title:?}"
+        );
+    }
 
     let draft = BookDraft::new(
         "Dune Messiah",
@@ -266,11 +290,13 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
 
     books.delete(neuro.id, at(120)).await?;
     assert_eq!(books.get(neuro.id).await?, None);
-    let live = books.list(PageRequest::new(None, None)?, None).await?;
+    let live = books
+        .list(PageRequest::new(None, None)?, &BookFilter::default())
+        .await?;
     assert_eq!(live.total, 2);
     assert_eq!(
         books
-            .list(PageRequest::new(None, None)?, Some("SF"))
+            .list(PageRequest::new(None, None)?, &sf_filter)
             .await?
             .total,
         1
@@ -1150,6 +1176,8 @@ pub async fn stats_query(
     sink: &dyn StatsSink,
     query: &dyn StatsQuery,
 ) -> Result<()> {
+    assert_eq!(query.newest_window().await?, None);
+    assert_eq!(query.genres(TimeRange::ALL).await?, vec![]);
     let dune = new_book(books, "Dune", "SF", 1299).await?.id;
     let emma = new_book(books, "Emma", "Classics", 999).await?.id;
     let neuro = new_book(books, "Neuromancer", "SF", 899).await?.id;
@@ -1424,6 +1452,47 @@ pub async fn stats_query(
     assert_eq!(
         (empty.most_popular_book, empty.top_genre, empty.currency),
         (None, None, None)
+    );
+
+    // Per genre: the deleted Neuromancer still counts for SF, but not in its book count.
+    let genre = |genre: &str, book_count, books_with_activity, sums: [i64; 7]| GenreStats {
+        genre: genre.into(),
+        book_count,
+        books_with_activity,
+        views: sums[0] as u64,
+        downloads: sums[1] as u64,
+        purchases: sums[2] as u64,
+        revenue_cents: sums[3],
+        reviews: sums[4],
+        ratings: sums[5],
+        rating_sum: sums[6],
+    };
+    assert_eq!(
+        query.genres(TimeRange::ALL).await?,
+        vec![
+            genre("SF", 1, 2, [9, 2, 2, 2598, 1, 2, 7]),
+            genre("Classics", 1, 1, [3, 0, 1, 999, 0, 0, 0]),
+        ]
+    );
+    assert_eq!(
+        query.genres(only_w2).await?,
+        vec![
+            genre("SF", 1, 1, [1, 2, 0, 0, 1, 0, -2]),
+            genre("Classics", 1, 1, [0, 0, 1, 999, 0, 0, 0]),
+        ]
+    );
+    assert_eq!(
+        query
+            .genres(TimeRange::new(Some(at(10 * WINDOW)), None)?)
+            .await?,
+        vec![]
+    );
+    assert_eq!(
+        query.newest_window().await?,
+        Some(StoredWindow {
+            window_start: at(w2),
+            window_end: at(w2 + WINDOW),
+        })
     );
 
     let windows = query.overview_history(TimeRange::ALL).await?;

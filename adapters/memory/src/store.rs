@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 
 use folio_domain::accounts::{Email, NewUser, Role, User};
 use folio_domain::analytics::Aggregate;
-use folio_domain::catalog::{Book, BookDraft, BookFileInfo, BookFileUpload, Page, PageRequest};
+use folio_domain::catalog::{
+    Book, BookDraft, BookFileInfo, BookFileUpload, BookFilter, Page, PageRequest,
+};
 use folio_domain::commerce::{ConfirmOutcome, Purchase, PurchaseStatus};
 use folio_domain::events::{Event, EventMeta};
 use folio_domain::feedback::{Rating, RatingUpdate, Review, ReviewText, ReviewUpdate, Stars};
@@ -19,9 +21,9 @@ use folio_domain::ports::{
     UserRepository,
 };
 use folio_domain::stats::{
-    fold_by_window, group_of, rank_popular, upsert_into, AggregateGroup, BookStats, BookWindow,
-    Overview, OverviewWindow, PopularBook, PopularSort, StatsFold, TimeRange, TopBook, TopGenre,
-    Upserted,
+    fold_by_window, group_of, rank_genres, rank_popular, upsert_into, AggregateGroup, BookStats,
+    BookWindow, GenreStats, Overview, OverviewWindow, PopularBook, PopularSort, StatsFold,
+    StoredWindow, TimeRange, TopBook, TopGenre, Upserted,
 };
 use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
@@ -210,12 +212,12 @@ impl BookRepository for MemoryStore {
         }))
     }
 
-    async fn list(&self, page: PageRequest, genre: Option<&str>) -> Result<Page<Book>> {
+    async fn list(&self, page: PageRequest, filter: &BookFilter) -> Result<Page<Book>> {
         let st = self.lock();
         let all: Vec<&Book> = st
             .books
             .values()
-            .filter(|b| !b.deleted && genre.is_none_or(|g| b.book.genre == g))
+            .filter(|b| !b.deleted && filter.matches(&b.book))
             .map(|b| &b.book)
             .collect();
         let items = all
@@ -724,6 +726,45 @@ impl StatsQuery for MemoryStore {
             })
             .collect();
         Ok(rank_popular(rows, sort, limit))
+    }
+
+    async fn genres(&self, range: TimeRange) -> Result<Vec<GenreStats>> {
+        let aggs = self.aggregates(range, None);
+        let st = self.lock();
+        let mut folds: BTreeMap<String, (StatsFold, BTreeSet<BookId>)> = BTreeMap::new();
+        for a in &aggs {
+            let Some(book) = st.books.get(&a.book_id) else {
+                continue;
+            };
+            let (fold, books) = folds.entry(book.book.genre.clone()).or_default();
+            fold.add(a);
+            books.insert(a.book_id);
+        }
+        let rows = folds
+            .into_iter()
+            .map(|(genre, (fold, books))| {
+                let book_count = st
+                    .books
+                    .values()
+                    .filter(|b| !b.deleted && b.book.genre == genre)
+                    .count() as u64;
+                GenreStats::from_figures(genre, book_count, books.len() as u64, &fold.figures)
+            })
+            .collect();
+        Ok(rank_genres(rows))
+    }
+
+    async fn newest_window(&self) -> Result<Option<StoredWindow>> {
+        Ok(self
+            .lock()
+            .stats
+            .values()
+            .flatten()
+            .max_by_key(|a| (a.window_end, a.window_start))
+            .map(|a| StoredWindow {
+                window_start: a.window_start,
+                window_end: a.window_end,
+            }))
     }
 }
 

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use folio_domain::catalog::{Book, BookDraft, BookFileInfo, BookFileUpload, Page, PageRequest};
+use folio_domain::catalog::{
+    Book, BookDraft, BookFileInfo, BookFileUpload, BookFilter, Page, PageRequest,
+};
 use folio_domain::ids::BookId;
 use folio_domain::money::{Currency, Money};
 use folio_domain::ports::{BookFileStore, BookRepository, FileChunks};
 use folio_domain::{Error, Result};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::{Expr, Func, LikeExpr, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -54,6 +56,22 @@ fn to_file_info(m: &book_files::Model) -> BookFileInfo {
 
 fn live() -> sea_orm::Condition {
     sea_orm::Condition::all().add(books::Column::DeletedAt.is_null())
+}
+
+/// `title` contains `needle`, ASCII letters without case, as [`BookFilter::matches`]:
+/// `LOWER(title) LIKE '%needle%'` with `%`, `_` and `\` in the needle escaped.
+fn title_contains(needle: &str) -> SimpleExpr {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c.to_ascii_lowercase());
+    }
+    pattern.push('%');
+    Expr::expr(Func::lower(Expr::col(books::Column::Title)))
+        .like(LikeExpr::new(pattern).escape('\\'))
 }
 
 impl SqlStore {
@@ -100,10 +118,13 @@ impl BookRepository for SqlStore {
         self.live_book(id).await
     }
 
-    async fn list(&self, page: PageRequest, genre: Option<&str>) -> Result<Page<Book>> {
+    async fn list(&self, page: PageRequest, filter: &BookFilter) -> Result<Page<Book>> {
         let mut query = books::Entity::find().filter(live());
-        if let Some(g) = genre {
-            query = query.filter(books::Column::Genre.eq(g));
+        if let Some(g) = &filter.genre {
+            query = query.filter(books::Column::Genre.eq(g.as_str()));
+        }
+        if let Some(t) = &filter.title {
+            query = query.filter(title_contains(t));
         }
         let total = query.clone().count(&self.db).await.map_err(db_err)?;
         let rows = query

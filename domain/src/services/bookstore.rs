@@ -3,7 +3,9 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::accounts::{AccessToken, Email, NewUser, Password, Principal, Role, User};
-use crate::catalog::{Book, BookDraft, BookFileInfo, BookFileUpload, Page, PageRequest};
+use crate::catalog::{
+    Book, BookDraft, BookFileInfo, BookFileUpload, BookFilter, Page, PageRequest,
+};
 use crate::commerce::{ChargeOutcome, ConfirmOutcome, Purchase, PurchaseStatus};
 use crate::events::{Event, EventMeta};
 use crate::feedback::{Rating, RatingUpdate, Review, ReviewText, ReviewUpdate, Stars};
@@ -15,7 +17,8 @@ use crate::ports::{
     TokenCodec, UserRepository,
 };
 use crate::stats::{
-    BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange,
+    BookStats, BookWindow, GenreStats, Overview, OverviewWindow, PopularBook, PopularSort,
+    StoredWindow, TimeRange,
 };
 use crate::{Error, Result};
 
@@ -153,8 +156,9 @@ impl Bookstore {
 
     // ----- catalog -----
 
-    pub async fn list_books(&self, page: PageRequest, genre: Option<&str>) -> Result<Page<Book>> {
-        self.d.books.list(page, genre).await
+    /// Live books that pass `filter`, one page at a time.
+    pub async fn list_books(&self, page: PageRequest, filter: &BookFilter) -> Result<Page<Book>> {
+        self.d.books.list(page, filter).await
     }
 
     async fn live_book(&self, id: BookId) -> Result<Book> {
@@ -443,5 +447,22 @@ impl Bookstore {
             return Err(Error::invalid("limit must be between 1 and 100"));
         }
         self.d.stats.popular(sort, limit, range).await
+    }
+
+    /// Views, downloads, purchases, revenue and ratings per genre.
+    pub async fn genres(&self, who: Principal, range: TimeRange) -> Result<Vec<GenreStats>> {
+        who.require_admin()?;
+        self.d.stats.genres(range).await
+    }
+
+    /// The newest window stored, to tell how far behind the pipeline is.
+    pub async fn newest_window(&self, who: Principal) -> Result<Option<StoredWindow>> {
+        who.require_admin()?;
+        self.d.stats.newest_window().await
+    }
+
+    /// The clock the use cases read.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.d.clock.now()
     }
 }

@@ -12,8 +12,8 @@ use folio_domain::ids::BookId;
 use folio_domain::money::{Currency, Money};
 use folio_domain::ports::StatsQuery;
 use folio_domain::stats::{
-    BookStats, BookWindow, Overview, OverviewWindow, PopularBook, PopularSort, TimeRange, TopBook,
-    TopGenre,
+    rank_genres, BookStats, BookWindow, GenreStats, Overview, OverviewWindow, PopularBook,
+    PopularSort, StoredWindow, TimeRange, TopBook, TopGenre,
 };
 use folio_domain::topics::Topic;
 use folio_domain::Result;
@@ -24,15 +24,15 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryResult, QuerySelect, StreamTrait,
+    QueryFilter, QueryOrder, QueryResult, QuerySelect, StreamTrait,
 };
 
 use super::cell::SUMMED_FIGURES;
 use super::retention::horizon;
 use super::tables::{plan_history, plan_totals, widen, Piece, Scope, Span};
 use super::{bigint, col, figure_exprs, get_i64, get_u64, read_figures, Uniques, SRC};
-use crate::entity::books;
 use crate::entity::window_stats::Column as Ws;
+use crate::entity::{books, window_stats};
 use crate::error::{corrupt, db_err};
 use crate::store::SqlStore;
 use crate::time::{from_ms, to_ms};
@@ -338,6 +338,47 @@ impl Snapshot {
         }))
     }
 
+    /// Every genre with activity over `pieces`, with its live book count.
+    async fn genres(&self, pieces: &[Piece]) -> Result<Vec<GenreStats>> {
+        let Some(u) = union(pieces, Only::default(), Shape::Figures) else {
+            return Ok(Vec::new());
+        };
+        let genre = Expr::col((books::Entity, books::Column::Genre));
+        let mut s = figures_over(u);
+        s.expr_as(genre.clone(), Alias::new("genre"))
+            .expr_as(
+                bigint(Func::count_distinct(col(Ws::BookId))),
+                Alias::new("books"),
+            )
+            .join(
+                JoinType::InnerJoin,
+                books::Entity,
+                Expr::col((books::Entity, books::Column::Id)).equals((Alias::new(SRC), Ws::BookId)),
+            )
+            .group_by_col((books::Entity, books::Column::Genre));
+        let counts: HashMap<String, i64> = books::Entity::find()
+            .select_only()
+            .column(books::Column::Genre)
+            .column_as(books::Column::Id.count(), "n")
+            .filter(books::Column::DeletedAt.is_null())
+            .group_by(books::Column::Genre)
+            .into_tuple::<(String, i64)>()
+            .all(&self.txn)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .collect();
+        let mut out = Vec::new();
+        for row in self.rows(&s).await? {
+            let genre: String = row.try_get("", "genre").map_err(db_err)?;
+            let (figures, _) = read_figures(&row)?;
+            let book_count = counts.get(&genre).copied().unwrap_or(0).max(0) as u64;
+            let books = get_u64(&row, "books")?;
+            out.push(GenreStats::from_figures(genre, book_count, books, &figures));
+        }
+        Ok(rank_genres(out))
+    }
+
     async fn finish(self) -> Result<()> {
         self.txn.commit().await.map_err(db_err)
     }
@@ -524,5 +565,35 @@ impl StatsQuery for SqlStore {
             });
         }
         Ok(out)
+    }
+
+    async fn genres(&self, range: TimeRange) -> Result<Vec<GenreStats>> {
+        let snap = self.snapshot().await?;
+        let per_book = snap.totals(Scope::Book, range);
+        let genres = snap.genres(&per_book).await?;
+        snap.finish().await?;
+        Ok(genres)
+    }
+
+    async fn newest_window(&self) -> Result<Option<StoredWindow>> {
+        // By window_start, which leads the primary key: one index probe, not a scan.
+        let newest: Option<(i64, i64)> = window_stats::Entity::find()
+            .select_only()
+            .columns([Ws::WindowStart, Ws::WindowEnd])
+            .order_by_desc(Ws::WindowStart)
+            .order_by_desc(Ws::WindowEnd)
+            .limit(1)
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        newest
+            .map(|(start, end)| {
+                Ok(StoredWindow {
+                    window_start: from_ms(start)?,
+                    window_end: from_ms(end)?,
+                })
+            })
+            .transpose()
     }
 }
