@@ -78,6 +78,8 @@ pub struct HttpState {
     pub readiness: Vec<Arc<dyn Readiness>>,
     /// Extra text appended to `/metrics`.
     pub extra_metrics: Option<MetricsFn>,
+    /// Live figures for `/api/v1/admin/pipeline`.
+    pub pipeline: Option<api::SharedProbe>,
 }
 
 impl HttpState {
@@ -86,6 +88,7 @@ impl HttpState {
             bookstore,
             readiness: Vec::new(),
             extra_metrics: None,
+            pipeline: None,
         }
     }
 }
@@ -104,8 +107,12 @@ pub fn app(state: HttpState) -> BoxEndpoint<'static> {
         .at("/health/live", get(ops::live))
         .at("/health/ready", get(ops::ready))
         .at("/metrics", get(ops::metrics))
+        .at("/", get(ops::home))
         .at("/admin", get(ops::dashboard))
+        .at("/admin/", get(ops::dashboard))
+        .at("/admin/assets/:name", get(ops::asset))
         .data(state.bookstore)
+        .data(state.pipeline)
         .data(ops::Checks(Arc::new(state.readiness)))
         .data(ExtraMetrics(state.extra_metrics))
         .data(metrics)

@@ -18,8 +18,8 @@ use crate::ExtraMetrics;
 /// not hang the orchestrator's probe.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The dashboard: one self-contained page (inline CSS and JS, no CDN), so it works offline
-/// and needs no build step.
+/// The dashboard: one page (inline CSS and JS, plus the vendored chart library below), so
+/// it works offline and needs no build step.
 const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 
 /// The readiness checks, shared by every request.
@@ -94,6 +94,49 @@ pub(crate) fn metrics(metrics: Data<&Arc<HttpMetrics>>, extra: Data<&ExtraMetric
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)
+}
+
+/// Files the dashboard loads, vendored and served from the binary: no CDN. uPlot is MIT
+/// licensed; its licence travels with it (`/admin/assets/uPlot.LICENSE`).
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/uPlot.min.css"),
+    ),
+    (
+        "uPlot.LICENSE",
+        "text/plain; charset=utf-8",
+        include_bytes!("../assets/vendor/uplot/LICENSE"),
+    ),
+];
+
+/// `/`: to the dashboard, the one page here meant for people.
+#[handler]
+pub(crate) fn home() -> Response {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, "/admin")
+        .finish()
+}
+
+/// A vendored dashboard asset; they change only with the binary, so caches may keep them
+/// for a day.
+#[handler]
+pub(crate) fn asset(poem::web::Path(name): poem::web::Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, bytes)) => Response::builder()
+            .content_type(*content_type)
+            .header(header::CACHE_CONTROL, "public, max-age=86400")
+            .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+            .body(*bytes),
+        None => Response::builder().status(StatusCode::NOT_FOUND).finish(),
+    }
 }
 
 /// The admin dashboard. It signs in through the API itself, so the page holds no secret.

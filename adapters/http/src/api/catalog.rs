@@ -1,6 +1,6 @@
 //! `/books`: the catalog. Reading is open to everyone; changing it needs ADMIN.
 
-use folio_domain::catalog::{BookDraft, BookFileUpload, PageRequest};
+use folio_domain::catalog::{BookDraft, BookFileUpload, BookFilter, PageRequest};
 use folio_domain::services::Bookstore;
 use poem::web::Data;
 use poem::Request;
@@ -81,7 +81,8 @@ crate::statuses! {
 impl CatalogApi {
     /// List books
     ///
-    /// Live books by id, optionally of one genre, one page at a time.
+    /// Live books by id, optionally of one genre or with a title containing some text,
+    /// one page at a time.
     #[oai(path = "/", method = "get", operation_id = "list_books")]
     async fn list_books(
         &self,
@@ -92,10 +93,13 @@ impl CatalogApi {
         per_page: Query<Option<u32>>,
         /// Only books of this genre.
         genre: Query<Option<String>>,
+        /// Only books whose title contains this text (ASCII letters ignore case), at most
+        /// 300 characters.
+        title: Query<Option<String>>,
     ) -> Answer<Json<BookPage>, ListBooks> {
         let page = PageRequest::new(page.0, per_page.0)?;
-        let genre = genre.0.as_deref().map(str::trim).filter(|g| !g.is_empty());
-        Ok(Json(store.list_books(page, genre).await?.into()))
+        let filter = BookFilter::new(genre.0.as_deref(), title.0.as_deref())?;
+        Ok(Json(store.list_books(page, &filter).await?.into()))
     }
 
     /// Show a book

@@ -20,19 +20,26 @@ use poem_openapi::{
 use crate::problem::{ApiError, ApiResult};
 
 mod accounts;
+mod admin;
 mod analytics;
 mod body;
 mod catalog;
 mod commerce;
 mod feedback;
+mod index;
 pub mod models;
 
 pub use accounts::AccountsApi;
+pub use admin::{
+    AdminApi, AnalyticsStatus, IngestStatus, PipelineFigures, PipelineProbe, SharedProbe,
+    SpoolStatus,
+};
 pub use analytics::AnalyticsApi;
 pub use body::{JsonBody, RawBody};
 pub use catalog::CatalogApi;
 pub use commerce::{CommerceApi, SIGNATURE_HEADER};
 pub use feedback::FeedbackApi;
+pub use index::IndexApi;
 
 /// Where the API is mounted.
 pub const API_PREFIX: &str = "/api/v1";
@@ -40,6 +47,8 @@ pub const API_PREFIX: &str = "/api/v1";
 /// The API's sections in the OpenAPI document.
 #[derive(Tags)]
 pub enum ApiTags {
+    /// What the API offers.
+    Index,
     /// Registration, sign-in and the current user.
     Auth,
     /// The catalog: books and their files.
@@ -48,21 +57,24 @@ pub enum ApiTags {
     Purchases,
     /// Reviews and ratings.
     Feedback,
-    /// Statistics for administrators, from the analytics service's aggregates.
+    /// Statistics for administrators, from the analytics service's aggregates, and the
+    /// pipeline's health.
     Analytics,
 }
 
+/// Every area of the API, in the document's order.
+pub type Apis = (
+    AccountsApi,
+    CatalogApi,
+    CommerceApi,
+    FeedbackApi,
+    AnalyticsApi,
+    AdminApi,
+    IndexApi,
+);
+
 /// The whole API as one poem-openapi service, with paths under [`API_PREFIX`].
-pub fn service() -> OpenApiService<
-    (
-        AccountsApi,
-        CatalogApi,
-        CommerceApi,
-        FeedbackApi,
-        AnalyticsApi,
-    ),
-    (),
-> {
+pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             AccountsApi,
@@ -70,6 +82,8 @@ pub fn service() -> OpenApiService<
             CommerceApi,
             FeedbackApi,
             AnalyticsApi,
+            AdminApi,
+            IndexApi,
         ),
         "folio bookstore API",
         env!("CARGO_PKG_VERSION"),

@@ -2,6 +2,7 @@
 //! over a `Bookstore` wired from folio-memory's in-memory fakes.
 
 mod accounts;
+mod admin;
 mod analytics;
 mod catalog;
 mod commerce;

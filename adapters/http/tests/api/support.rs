@@ -47,6 +47,7 @@ pub struct TestApp {
 pub struct Options {
     pub payments: PaymentMode,
     pub readiness: Option<Vec<Arc<dyn Readiness>>>,
+    pub pipeline: Option<folio_http::api::SharedProbe>,
 }
 
 impl Default for Options {
@@ -54,6 +55,7 @@ impl Default for Options {
         Options {
             payments: PaymentMode::Immediate,
             readiness: None,
+            pipeline: None,
         }
     }
 }
@@ -95,6 +97,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         extra_metrics: Some(Arc::new(|| {
             "# TYPE folio_test_gauge gauge\nfolio_test_gauge 42\n".to_string()
         })),
+        pipeline: opts.pipeline,
     };
     let cli = TestClient::new(declared_statuses_only(app(state.clone())));
     let mut app = TestApp {
