@@ -160,6 +160,23 @@ impl MemoryBus {
         self.lock().groups.get(group)?.committed.get(&tp).cloned()
     }
 
+    /// Records of `topics` the group has not committed yet, summed over their partitions
+    /// (Kafka's consumer lag; a partition without a commit counts from its log start).
+    pub fn lag(&self, group: &str, topics: &[Topic]) -> u64 {
+        let st = self.lock();
+        let committed = st.groups.get(group).map(|g| &g.committed);
+        st.logs
+            .iter()
+            .filter(|(tp, _)| topics.contains(&tp.topic))
+            .map(|(tp, log)| {
+                let from = committed
+                    .and_then(|c| c.get(tp))
+                    .map_or(log.start_offset, |c| c.offset.max(log.start_offset));
+                (log.end_offset() - from).max(0) as u64
+            })
+            .sum()
+    }
+
     /// Joins `group` as a new member subscribed to `topics`. Partitions are spread over the
     /// members in join order; members see the change at their next poll.
     pub fn consumer(&self, group: &str, topics: &[Topic]) -> MemoryConsumer {
@@ -401,5 +418,41 @@ impl Drop for MemoryConsumer {
             }
             self.bus.notify.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_counts_what_the_group_has_not_committed() -> Result<()> {
+        let bus = MemoryBus::new();
+        let views = TopicPartition::new(Topic::BookViews, 0);
+        let first = bus.append(views, None, b"a".to_vec())?;
+        bus.append(views, None, b"b".to_vec())?;
+        bus.append(views, None, b"c".to_vec())?;
+        bus.append(
+            TopicPartition::new(Topic::BookRatings, 1),
+            None,
+            b"r".to_vec(),
+        )?;
+        assert_eq!(bus.lag("g", &[Topic::BookViews]), 3);
+        assert_eq!(bus.lag("g", &Topic::EVENTS), 4);
+        bus.lock()
+            .groups
+            .entry("g".into())
+            .or_default()
+            .committed
+            .insert(
+                views,
+                Committed {
+                    offset: first + 2,
+                    metadata: String::new(),
+                },
+            );
+        assert_eq!(bus.lag("g", &[Topic::BookViews]), 1);
+        assert_eq!(bus.lag("other", &[Topic::BookViews]), 3);
+        Ok(())
     }
 }

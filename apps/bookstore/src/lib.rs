@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use folio_domain::analytics::{StopFlag, WorkerStats};
 use folio_domain::money::Currency;
+use folio_domain::pipeline::{EventMarks, MarkingPublisher};
 use folio_domain::ports::{Clock, MessageBus, Readiness};
 use folio_domain::services::{
     Bookstore, BookstoreDeps, BusEventPublisher, IngestStats, OutboxRelay, StatsIngest, StoreConfig,
@@ -27,7 +28,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub mod fault;
+mod pipeline;
 pub use fault::FaultArgs;
+pub use pipeline::{EmbeddedAnalytics, LagFn};
 
 /// How long a stop waits for the bus to take the spooled events.
 const SPOOL_DRAIN: Duration = Duration::from_secs(10);
@@ -212,12 +215,43 @@ impl Starter {
         Self::start_with_faults(args, bus, clock, analytics, &FaultArgs::default()).await
     }
 
+    /// [`Starter::start`] beside an analytics worker in the same process, whose window,
+    /// grace and lag the pipeline view then shows.
+    pub async fn start_embedded(
+        args: &BookstoreArgs,
+        bus: Arc<dyn MessageBus>,
+        clock: Arc<dyn Clock>,
+        embedded: EmbeddedAnalytics,
+    ) -> anyhow::Result<RunningBookstore> {
+        let stats = Some(embedded.stats.clone());
+        Self::start_inner(
+            args,
+            bus,
+            clock,
+            stats,
+            Some(embedded),
+            &FaultArgs::default(),
+        )
+        .await
+    }
+
     /// [`Starter::start`] with test-only fault hooks ([`fault`]).
     pub async fn start_with_faults(
         args: &BookstoreArgs,
         bus: Arc<dyn MessageBus>,
         clock: Arc<dyn Clock>,
         analytics: Option<Arc<WorkerStats>>,
+        faults: &FaultArgs,
+    ) -> anyhow::Result<RunningBookstore> {
+        Self::start_inner(args, bus, clock, analytics, None, faults).await
+    }
+
+    async fn start_inner(
+        args: &BookstoreArgs,
+        bus: Arc<dyn MessageBus>,
+        clock: Arc<dyn Clock>,
+        analytics: Option<Arc<WorkerStats>>,
+        embedded: Option<EmbeddedAnalytics>,
         faults: &FaultArgs,
     ) -> anyhow::Result<RunningBookstore> {
         let currency = Currency::parse(&args.currency).context("FOLIO_CURRENCY")?;
@@ -242,6 +276,7 @@ impl Starter {
             bus.publisher(),
         )
         .with_context(|| format!("opening the event spool in {}", spool_dir.display()))?;
+        let marks = Arc::new(EventMarks::new());
         let mode = match args.payments {
             Payments::Immediate => PaymentMode::Immediate,
             Payments::Webhook => PaymentMode::Deferred,
@@ -256,7 +291,10 @@ impl Starter {
             reviews: store.clone(),
             ratings: store.clone(),
             stats: store.clone(),
-            events: Arc::new(BusEventPublisher::new(Arc::new(spool.clone()))),
+            events: Arc::new(MarkingPublisher::new(
+                Arc::new(BusEventPublisher::new(Arc::new(spool.clone()))),
+                marks.clone(),
+            )),
             payments: Arc::new(SimulatedPayments::new(webhook_secret.as_bytes(), mode)),
             hasher: Arc::new(Argon2Hasher::new()),
             tokens: Arc::new(HmacTokens::new(token_secret.into_bytes())?),
@@ -288,11 +326,20 @@ impl Starter {
         };
 
         let readiness: Vec<Arc<dyn Readiness>> = vec![store.clone()];
+        let probe = pipeline::BookstoreProbe {
+            spool: spool.clone(),
+            ingest: ingest_stats.clone(),
+            outbox: store.clone(),
+            marks,
+            analytics: analytics.clone(),
+            embedded,
+        };
         let metrics = extra_metrics(ingest_stats, analytics, spool.clone());
         let state = HttpState {
             bookstore,
             readiness,
             extra_metrics: Some(metrics),
+            pipeline: Some(Arc::new(probe)),
         };
         let listener_addr = args.http_addr.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
