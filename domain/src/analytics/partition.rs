@@ -20,22 +20,32 @@
 //!   outage), and a window closed on it would turn on-time records still unread into late
 //!   ones. Closing at a record, not at the end of a batch, makes the close position the
 //!   same for every owner that reads the same records.
-//! - The committed offset is the first offset of the oldest open window or correction (or
-//!   the position when none is open), so a new owner replays exactly what is open.
-//! - The commit metadata records the partition's stream time, its closing horizon, the
-//!   recently closed windows with the position they closed at, and the offset below which
-//!   every late record is in a published correction. On replay a record of a closed window
-//!   below its window's close or below that offset was already counted and is skipped; one
-//!   at or past both is late.
+//! - Duplicates are decided by offsets alone: the record at `o` is a duplicate iff an
+//!   earlier record of the same `event_id` lies in `[dedup_scope_start(o), o)`
+//!   ([`WindowSpec::dedup_scope_start`]: at least the duplicate horizon back, on a block
+//!   boundary), whatever window either copy fell in. Only those ids are kept, so the
+//!   check's memory is bounded by the horizon, not by the traffic.
+//! - The *fold point* is the first offset of the oldest open window or correction (or the
+//!   position when none is open): a new owner folds in exactly what is open from there.
+//!   The committed offset is the start of the fold point's duplicate scope (never before
+//!   the first offset this partition's owners read): a new owner re-reads the records
+//!   between the two only to learn their ids, so it decides every later record's
+//!   duplicate exactly as the first run did.
+//! - The commit metadata records the fold point, the partition's stream time there, its
+//!   closing horizon, the recently closed windows with the position they closed at, and the
+//!   offset below which every late record is in a published correction. On replay a record
+//!   of a closed window below its window's close or below that offset was already counted
+//!   and is skipped; one at or past both is late.
 //! - A correction is published only once the close of every window it corrects has been
 //!   committed, so no later owner can count its records in the window itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Aggregate, Figures, SourceRange};
-use super::window::{Window, WindowSpec};
+use super::window::{Window, WindowSpec, DEDUP_BLOCKS};
 use crate::events::Event;
 use crate::ids::BookId;
 use crate::ports::Committed;
@@ -46,9 +56,10 @@ use crate::topics::TopicPartition;
 pub enum Ingested {
     /// Folded into its window.
     Counted,
-    /// Its `event_id` was already counted in the same window (or the same correction).
+    /// An earlier record of the same `event_id` lies in its duplicate scope.
     Duplicate,
-    /// A replay of a record that a published aggregate already covers.
+    /// A replay of a record that a published aggregate already covers, or one re-read
+    /// only to learn its `event_id` for the duplicate check.
     Replayed,
     /// Its window had closed; folded into the window's correction.
     Corrected,
@@ -66,14 +77,6 @@ struct Tally {
     /// `first_offset` starts with.
     stream_before: Option<i64>,
     books: HashMap<BookId, Figures>,
-    seen: HashSet<u128>,
-}
-
-/// How [`Tally::add`] went.
-enum Added {
-    Counted,
-    Duplicate,
-    Rejected(String),
 }
 
 impl Tally {
@@ -82,20 +85,12 @@ impl Tally {
             first_offset,
             stream_before,
             books: HashMap::new(),
-            seen: HashSet::new(),
         }
     }
 
-    fn add(&mut self, event: &Event) -> Added {
-        if !self.seen.insert(event.event_id().as_u128()) {
-            return Added::Duplicate;
-        }
-        let figures = self.books.entry(event.book_id()).or_default();
-        if let Err(reason) = figures.add(event) {
-            self.seen.remove(&event.event_id().as_u128());
-            return Added::Rejected(reason);
-        }
-        Added::Counted
+    /// Folds in a record the duplicate check let through; the reason when it cannot be.
+    fn add(&mut self, event: &Event) -> Result<(), String> {
+        self.books.entry(event.book_id()).or_default().add(event)
     }
 
     /// The one rule for closing, windows and corrections alike: one aggregate per book, in
@@ -156,7 +151,6 @@ fn aggregate(
 /// The open correction of a partition: the late records read since the last correction
 /// closed, per window. All its windows close together.
 struct Correction {
-    block_len: i64,
     /// The end of the block of offsets it lies in: it closes there at the latest.
     block_end: i64,
     /// When the worker first saw it open (its clock, ms): it closes on idleness a grace
@@ -166,31 +160,138 @@ struct Correction {
 }
 
 impl Correction {
-    fn first_offset(&self) -> Option<i64> {
-        self.windows.values().map(|t| t.first_offset).min()
-    }
-
-    fn first_block(&self) -> Option<i64> {
-        self.first_offset().map(|o| o.div_euclid(self.block_len))
+    /// Its first record and the stream time just before it.
+    fn first(&self) -> Option<(i64, Option<i64>)> {
+        self.windows
+            .values()
+            .map(|t| (t.first_offset, t.stream_before))
+            .min_by_key(|(o, _)| *o)
     }
 }
 
-/// A closed correction waiting for the close of its windows to be committed.
+/// A closed correction waiting for the close of its windows to be committed. Until it is
+/// published it keeps the fold point at its first record, so a new owner rebuilds it.
 struct HeldCorrection {
-    /// The block it lies in: its late records stay remembered, and keep the commit, until
-    /// it is published.
-    block: i64,
+    first_offset: i64,
+    stream_before: Option<i64>,
     next_offset: i64,
     last_window_end: i64,
     aggregates: Vec<Aggregate>,
 }
 
-/// The late records of one block of offsets, remembered to recognise duplicates.
-struct LateBlock {
-    /// Where a replay that rebuilds this memory starts, and its stream time there.
-    from: i64,
-    stream_before: Option<i64>,
-    ids: HashSet<(i64, u128)>,
+/// A hash for event ids (UUIDv7: 48 bits of time, 74 random) that mixes all 128 bits in
+/// two multiplications; the default SipHash costs more than the rest of the check.
+#[derive(Default, Clone, Copy)]
+struct IdHash(u64);
+
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = fold_mul(self.0 ^ u64::from(b), 0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        let lo = (v as u64) ^ 0x243F_6A88_85A3_08D3;
+        let hi = ((v >> 64) as u64) ^ 0x1319_8A2E_0370_7344;
+        self.0 = fold_mul(fold_mul(lo, hi) ^ self.0, 0xA409_3822_299F_31D0);
+    }
+}
+
+type IdSet = HashSet<u128, BuildHasherDefault<IdHash>>;
+
+/// The duplicate check of one partition: the `event_id` of every record read in the
+/// current block of offsets and the [`DEDUP_BLOCKS`] blocks before it, exactly (no
+/// fingerprints, so no false positive). Records are read in offset order, so the blocks
+/// kept when the record at `o` is decided hold exactly the records of
+/// `[dedup_scope_start(o), o)` that this owner read.
+struct SeenIds {
+    block_len: i64,
+    /// Oldest first: (block, ids of the records read in it).
+    blocks: VecDeque<(i64, IdSet)>,
+    /// The set of an evicted block, cleared, reused with its capacity for the next block.
+    spare: Option<IdSet>,
+}
+
+impl SeenIds {
+    fn new(block_len: i64) -> Self {
+        SeenIds {
+            block_len,
+            blocks: VecDeque::new(),
+            spare: None,
+        }
+    }
+
+    /// Forgets the blocks outside the scope of a record in `block`.
+    fn evict(&mut self, block: i64) {
+        while self
+            .blocks
+            .front()
+            .is_some_and(|(b, _)| *b < block - DEDUP_BLOCKS)
+        {
+            if let Some((_, mut ids)) = self.blocks.pop_front() {
+                ids.clear();
+                self.spare = Some(ids);
+            }
+        }
+    }
+
+    /// Notes the record at `offset` carrying `id`; true when an earlier record in its
+    /// scope carried the same id. A duplicate is noted too: the scope is one of records,
+    /// not of first copies, so what a record's block holds never depends on blocks older
+    /// than its own scope (which a new owner may not have read).
+    fn observe(&mut self, offset: i64, id: u128) -> bool {
+        let block = offset.div_euclid(self.block_len);
+        self.evict(block);
+        let at = match self.blocks.iter().rposition(|(b, _)| *b <= block) {
+            Some(i) if self.blocks[i].0 == block => i,
+            before => {
+                let i = before.map_or(0, |i| i + 1);
+                let ids = self.spare.take().unwrap_or_default();
+                self.blocks.insert(i, (block, ids));
+                i
+            }
+        };
+        let fresh = self.blocks[at].1.insert(id);
+        !fresh
+            || self
+                .blocks
+                .iter()
+                .enumerate()
+                .any(|(i, (_, ids))| i != at && ids.contains(&id))
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.iter().map(|(_, ids)| ids.len()).sum()
+    }
+
+    /// Heap bytes of the sets (hashbrown: 16 bytes of id and one control byte per bucket,
+    /// buckets a power of two at most 7/8 full).
+    fn heap_bytes(&self) -> usize {
+        let buckets = |cap: usize| match cap {
+            0 => 0,
+            1..=6 => cap + 1,
+            _ => cap / 7 * 8,
+        };
+        self.blocks
+            .iter()
+            .map(|(_, ids)| ids)
+            .chain(self.spare.iter())
+            .map(|ids| match buckets(ids.capacity()) {
+                0 => 0,
+                b => b * 17 + 16,
+            })
+            .sum()
+    }
 }
 
 /// The checkpoint kept in the commit metadata.
@@ -198,8 +299,12 @@ struct LateBlock {
 struct Checkpoint {
     /// Format version.
     v: u8,
-    /// Largest event time of the records counted before the committed offset (ms), if
-    /// any: a replay from there retraces stream time exactly.
+    /// The fold point, when past the committed offset: the records before it are re-read
+    /// only to learn their event ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fold: Option<i64>,
+    /// Largest event time of the records counted before the fold point (ms), if any: a
+    /// replay from there retraces stream time exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stream: Option<i64>,
     /// Windows ending at or before this instant (ms) are closed.
@@ -235,15 +340,14 @@ pub struct PartitionWindows {
     /// Every record appended before this instant (ms) has been read: confirmed with the
     /// bus's high watermark, asked at that instant.
     confirmed_ms: Option<i64>,
-    /// The `(window start, event id)` of every late record read, per block of offsets,
-    /// for the current block and the one before: a duplicate of a late event is
-    /// recognised even when a correction closed between its copies. While any is kept the
-    /// commit stays at the start of the oldest block kept, so a replay rebuilds exactly
-    /// the same memory.
-    late_ids: BTreeMap<i64, LateBlock>,
-    /// The block of offsets being read: (block, first offset read in it, stream time just
-    /// before it).
-    block_start: Option<(i64, i64, Option<i64>)>,
+    /// The duplicate check.
+    seen: SeenIds,
+    /// Records before this offset are re-read only to learn their ids (the fold point of
+    /// the checkpoint resumed from).
+    learn_until: i64,
+    /// The first offset read by this partition's owners: no run knows of a record before
+    /// it, so no commit needs to reach further back.
+    floor: Option<i64>,
     corrections_released: u64,
     dirty: bool,
 }
@@ -271,8 +375,9 @@ impl PartitionWindows {
             position: committed.map_or(0, |c| c.offset),
             caught_up: false,
             confirmed_ms: None,
-            late_ids: BTreeMap::new(),
-            block_start: None,
+            seen: SeenIds::new(spec.dedup_block()),
+            learn_until: committed.map_or(0, |c| cp.fold.unwrap_or(c.offset)),
+            floor: committed.map(|c| c.offset),
             corrections_released: 0,
             dirty: false,
         }
@@ -297,58 +402,31 @@ impl PartitionWindows {
                 self.close_correction(end);
             }
         }
-        let block = self.block_of(offset);
-        if self.block_start.is_none_or(|(b, _, _)| b < block) {
-            let from = (block * self.spec.correction_block()).max(self.position.min(offset));
-            self.block_start = Some((block, from, self.stream_ms));
-        }
         if offset >= self.position {
             self.position = offset + 1;
         }
-        // Late records are remembered for this block and the one before, and as long as a
-        // held correction of theirs may have to be decided again.
-        let keep = self
-            .held
-            .iter()
-            .map(|h| h.block)
-            .chain([block])
-            .min()
-            .unwrap_or(block)
-            - 1;
-        if self.late_ids.keys().next().is_some_and(|&b| b < keep) {
-            self.late_ids.retain(|&b, _| b >= keep);
-            self.dirty = true;
+        if self.floor.is_none() {
+            self.floor = Some(offset);
         }
-    }
-
-    fn block_of(&self, offset: i64) -> i64 {
-        offset.div_euclid(self.spec.correction_block())
-    }
-
-    /// Remembers a late record; true when the same event was late in the current or the
-    /// previous block already.
-    fn remember_late(&mut self, offset: i64, window: Window, event: &Event) -> bool {
-        let key = (window.start_ms, event.event_id().as_u128());
-        let seen = self.late_ids.values().any(|b| b.ids.contains(&key));
-        let (from, stream_before) = match self.block_start {
-            Some((_, from, stream)) => (from, stream),
-            None => (offset, self.stream_ms),
-        };
-        self.late_ids
-            .entry(self.block_of(offset))
-            .or_insert_with(|| LateBlock {
-                from,
-                stream_before,
-                ids: HashSet::new(),
-            })
-            .ids
-            .insert(key);
-        seen
+        self.seen.evict(offset.div_euclid(self.spec.dedup_block()));
     }
 
     /// Folds in the record at `offset` carrying `event`.
+    ///
+    /// Its duplicate decision comes first and depends on offsets alone (see the module
+    /// documentation), so every run that reads the record decides it alike; a duplicate
+    /// changes nothing else, not even stream time.
     pub fn ingest(&mut self, offset: i64, event: &Event) -> Ingested {
         self.advance(offset);
+        let duplicate = self.seen.observe(offset, event.event_id().as_u128());
+        if self.rereads(offset) {
+            // Before the fold point: counted (or decided) by an earlier owner; stream time
+            // there is restored from the checkpoint.
+            return Ingested::Replayed;
+        }
+        if duplicate {
+            return Ingested::Duplicate;
+        }
         let t = event.occurred_at().timestamp_millis();
         let window = self.spec.window_of(t);
         if self.horizon_ms.is_some_and(|h| window.end_ms <= h) {
@@ -359,10 +437,8 @@ impl PartitionWindows {
             .open
             .entry(window.start_ms)
             .or_insert_with(|| Tally::new(offset, stream_before));
-        match tally.add(event) {
-            Added::Counted => {}
-            Added::Duplicate => return Ingested::Duplicate,
-            Added::Rejected(reason) => return Ingested::Rejected(reason),
+        if let Err(reason) = tally.add(event) {
+            return Ingested::Rejected(reason);
         }
         if self.stream_ms.is_none_or(|s| t > s) {
             self.stream_ms = Some(t);
@@ -393,19 +469,13 @@ impl PartitionWindows {
         {
             return Ingested::TooLate;
         }
-        let seen = self.remember_late(offset, window, event);
         if self.corrected_to.is_some_and(|c| offset < c) {
-            // In a published correction (or a duplicate of what is): rebuild the memory.
+            // In a published correction.
             return Ingested::Replayed;
-        }
-        if seen {
-            return Ingested::Duplicate;
         }
         let block_end = self.spec.block_end(offset);
         let stream_before = self.stream_ms;
-        let block_len = self.spec.correction_block();
         let correction = self.correction.get_or_insert_with(|| Correction {
-            block_len,
             block_end,
             opened_ms: None,
             windows: BTreeMap::new(),
@@ -415,9 +485,8 @@ impl PartitionWindows {
             .entry(window.start_ms)
             .or_insert_with(|| Tally::new(offset, stream_before));
         match tally.add(event) {
-            Added::Counted => Ingested::Corrected,
-            Added::Duplicate => Ingested::Duplicate,
-            Added::Rejected(reason) => Ingested::Rejected(reason),
+            Ok(()) => Ingested::Corrected,
+            Err(reason) => Ingested::Rejected(reason),
         }
     }
 
@@ -456,10 +525,8 @@ impl PartitionWindows {
         let Some(correction) = self.correction.take() else {
             return;
         };
-        let first_offset = correction.first_offset().unwrap_or(next_offset);
-        let block = correction
-            .first_block()
-            .unwrap_or_else(|| self.block_of(first_offset));
+        let (first_offset, stream_before) =
+            correction.first().unwrap_or((next_offset, self.stream_ms));
         let mut last_window_end = i64::MIN;
         let mut aggregates = Vec::new();
         for (start, tally) in correction.windows {
@@ -468,7 +535,8 @@ impl PartitionWindows {
             aggregates.extend(tally.close(self.tp, window, next_offset));
         }
         self.held.push(HeldCorrection {
-            block,
+            first_offset,
+            stream_before,
             next_offset,
             last_window_end,
             aggregates,
@@ -495,6 +563,13 @@ impl PartitionWindows {
             self.ready.extend(h.aggregates);
             self.dirty = true;
         }
+    }
+
+    /// Whether the record at `offset` lies before the fold point of the checkpoint resumed
+    /// from: it is re-read only to learn its id, and an earlier owner already counted it or
+    /// dead-lettered it.
+    pub fn rereads(&self, offset: i64) -> bool {
+        offset < self.learn_until
     }
 
     /// Notes a record that was not folded in (undecodable), so the position moves past it.
@@ -578,8 +653,8 @@ impl PartitionWindows {
         }
         self.release_corrections();
         // Windows that can no longer be reached by a replay need no record.
-        let commit = self.commit_offset();
-        self.closed.retain(|&(_, next)| next > commit);
+        let fold = self.fold_offset();
+        self.closed.retain(|&(_, next)| next > fold);
         std::mem::take(&mut self.ready)
     }
 
@@ -600,26 +675,42 @@ impl PartitionWindows {
         out
     }
 
-    /// The offset to commit and the stream time just before it: the first record of the
-    /// oldest open window or correction, or where the late records remembered for
-    /// duplicates start, or the position.
-    fn commit_point(&self) -> (i64, Option<i64>) {
+    /// The fold point and the stream time just before it: the first record of the oldest
+    /// open window, open correction or held correction, or the position.
+    fn fold_point(&self) -> (i64, Option<i64>) {
         let tallies = self
             .open
             .values()
             .chain(self.correction.iter().flat_map(|c| c.windows.values()))
             .map(|t| (t.first_offset, t.stream_before));
-        let late = self.late_ids.values().map(|b| (b.from, b.stream_before));
-        tallies
-            .chain(late)
+        let held = self.held.iter().map(|h| (h.first_offset, h.stream_before));
+        let point = tallies
+            .chain(held)
             .filter(|(o, _)| *o < self.position)
             .min_by_key(|(o, _)| *o)
-            .unwrap_or((self.position, self.stream_ms))
+            .unwrap_or((self.position, self.stream_ms));
+        if point.0 < self.learn_until {
+            // Still re-reading what the checkpoint resumed from had folded: its fold point
+            // and stream time stand (the records re-read move neither).
+            return (self.learn_until, self.stream_ms);
+        }
+        point
     }
 
-    /// The offset to commit (see [`PartitionWindows::take_checkpoint`]).
+    /// The first record a new owner folds in: everything before it is published.
+    pub fn fold_offset(&self) -> i64 {
+        self.fold_point().0
+    }
+
+    /// The offset to commit: where a new owner starts reading, the start of the fold
+    /// point's duplicate scope (or the first offset ever read, if later), so it learns
+    /// every id a later record's duplicate decision depends on.
     pub fn commit_offset(&self) -> i64 {
-        self.commit_point().0
+        let fold = self.fold_offset();
+        self.spec
+            .dedup_scope_start(fold)
+            .max(self.floor.unwrap_or(fold))
+            .min(fold)
     }
 
     /// The position and checkpoint to commit, if they changed since the last call.
@@ -629,9 +720,11 @@ impl PartitionWindows {
         }
         self.dirty = false;
         self.taken_horizon_ms = self.horizon_ms;
-        let (offset, stream) = self.commit_point();
+        let (fold, stream) = self.fold_point();
+        let offset = self.commit_offset();
         let cp = Checkpoint {
-            v: 2,
+            v: 3,
+            fold: (fold > offset).then_some(fold),
             stream,
             horizon: self.horizon_ms,
             closed: self.closed.clone(),
@@ -676,6 +769,12 @@ impl PartitionWindows {
     /// How many windows are open.
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// How many event ids the duplicate check holds, and their heap bytes (estimated from
+    /// the sets' capacities).
+    pub fn dedup_memory(&self) -> (usize, usize) {
+        (self.seen.len(), self.seen.heap_bytes())
     }
 
     /// How many windows the open correction corrects.

@@ -6,15 +6,17 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use crate::Error;
 
-/// Window length and grace period, and how late events are handled: the lateness horizon
-/// beyond which they are dead-lettered, and the block of offsets that bounds a correction
-/// (docs/exactness.md, "Late events").
+/// Window length and grace period, how late events are handled (the lateness horizon
+/// beyond which they are dead-lettered, and the block of offsets that bounds a correction;
+/// docs/exactness.md, "Late events"), and the horizon of the duplicate check
+/// (docs/exactness.md, "Duplicates").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
     length_ms: i64,
     grace_ms: i64,
     lateness_ms: i64,
     block: i64,
+    dedup_block: i64,
 }
 
 /// The default lateness horizon: the bookstore's default statistics retention, 7 days.
@@ -23,6 +25,16 @@ pub const DEFAULT_LATENESS_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600
 /// The default correction block: a correction never spans offsets of two blocks of this
 /// many offsets, so its range is the same whichever batch boundaries a replay sees.
 pub const DEFAULT_CORRECTION_BLOCK: i64 = 1024;
+
+/// The default duplicate horizon, in offsets per partition: a copy of an event whose first
+/// copy lies at most this many offsets earlier in the partition is always recognised.
+pub const DEFAULT_DEDUP_HORIZON: i64 = 65_536;
+
+/// The duplicate check remembers event ids per block of offsets; the horizon is this many
+/// whole blocks before the current one (so it remembers at most `horizon × (1 + 1/4)`
+/// records' ids, and a record's scope starts on a block boundary, the same offset in every
+/// run).
+pub const DEDUP_BLOCKS: i64 = 4;
 
 impl WindowSpec {
     /// A window length of at least one second that divides a day evenly (so windows line up
@@ -45,6 +57,7 @@ impl WindowSpec {
             grace_ms,
             lateness_ms: DEFAULT_LATENESS_HORIZON.as_millis() as i64,
             block: DEFAULT_CORRECTION_BLOCK,
+            dedup_block: DEFAULT_DEDUP_HORIZON / DEDUP_BLOCKS,
         })
     }
 
@@ -66,6 +79,33 @@ impl WindowSpec {
     pub fn with_correction_block(mut self, offsets: i64) -> Self {
         self.block = offsets.max(1);
         self
+    }
+
+    /// Recognise a duplicate whose first copy lies at most `offsets` earlier in its partition
+    /// (rounded up to a multiple of [`DEDUP_BLOCKS`], at least that many). Ids are kept for
+    /// at most `offsets × 5/4` records per partition, and on restart a new owner re-reads
+    /// up to that many records before its first open window to learn them.
+    pub fn with_dedup_horizon(mut self, offsets: i64) -> Self {
+        self.dedup_block = offsets.max(1).saturating_add(DEDUP_BLOCKS - 1) / DEDUP_BLOCKS;
+        self
+    }
+
+    /// The guaranteed duplicate horizon, in offsets.
+    pub fn dedup_horizon(&self) -> i64 {
+        self.dedup_block.saturating_mul(DEDUP_BLOCKS)
+    }
+
+    /// Offsets per block of the duplicate check.
+    pub fn dedup_block(&self) -> i64 {
+        self.dedup_block
+    }
+
+    /// Where the duplicate scope of the record at `offset` starts: the record is a
+    /// duplicate iff an earlier record of the same `event_id` lies in
+    /// `[dedup_scope_start(offset), offset)`. Always at or before `offset - horizon`, and
+    /// on a block boundary.
+    pub fn dedup_scope_start(&self, offset: i64) -> i64 {
+        (offset.div_euclid(self.dedup_block) - DEDUP_BLOCKS).saturating_mul(self.dedup_block)
     }
 
     pub fn lateness_ms(&self) -> i64 {
@@ -217,5 +257,20 @@ mod tests {
             (spec.block_end(0), spec.block_end(99), spec.block_end(100)),
             (100, 100, 200)
         );
+    }
+
+    #[test]
+    fn the_dedup_scope_reaches_at_least_the_horizon_back_from_a_block_boundary() {
+        let spec = WindowSpec::new(Duration::from_secs(60), Duration::from_secs(5)).expect("valid");
+        assert_eq!(spec.dedup_horizon(), 65_536);
+        assert_eq!(spec.dedup_block(), 16_384);
+        let spec = spec.with_dedup_horizon(10);
+        assert_eq!((spec.dedup_block(), spec.dedup_horizon()), (3, 12));
+        assert_eq!(spec.with_dedup_horizon(0).dedup_horizon(), 4);
+        for o in 0..100 {
+            let s = spec.dedup_scope_start(o);
+            assert_eq!(s % 3, 0, "on a block boundary");
+            assert!(s <= o - 12 && s > o - 15, "offset {o}: scope from {s}");
+        }
     }
 }

@@ -239,6 +239,8 @@ impl AnalyticsWorker {
                 };
                 let mut dead = 0u64;
                 for r in &batch.records {
+                    // Re-read only for the duplicate check: dead-lettered the first time.
+                    let reread = p.rereads(r.offset);
                     let reason = match Event::decode(&r.value) {
                         Err(e) => {
                             p.skip(r.offset);
@@ -280,7 +282,7 @@ impl AnalyticsWorker {
                             Ingested::Rejected(reason) => Some(reason),
                         },
                     };
-                    if let Some(reason) = reason {
+                    if let Some(reason) = reason.filter(|_| !reread) {
                         dead += 1;
                         let letter = DeadLetter {
                             origin: batch.partition,
