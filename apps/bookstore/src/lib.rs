@@ -223,7 +223,7 @@ impl Starter {
         clock: Arc<dyn Clock>,
         embedded: EmbeddedAnalytics,
     ) -> anyhow::Result<RunningBookstore> {
-        let stats = Some(embedded.stats.clone());
+        let stats = embedded.stats.clone();
         Self::start_inner(
             args,
             bus,

@@ -21,7 +21,8 @@ pub type LagFn = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The analytics worker sharing this process (the embedded `folio`).
 #[derive(Clone)]
 pub struct EmbeddedAnalytics {
-    pub stats: Arc<WorkerStats>,
+    /// None when the worker was left out on purpose (`folio --without-analytics`).
+    pub stats: Option<Arc<WorkerStats>>,
     pub window: Duration,
     pub grace: Duration,
     /// The analytics group's lag on the in-process bus.
@@ -44,7 +45,7 @@ impl PipelineProbe for BookstoreProbe {
         let worker = self
             .embedded
             .as_ref()
-            .map(|e| &e.stats)
+            .and_then(|e| e.stats.as_ref())
             .or(self.analytics.as_ref());
         PipelineFigures {
             window: self.embedded.as_ref().map(|e| e.window),

@@ -1,20 +1,32 @@
 //! folio in one process: the bookstore and the analytics service over the in-process bus
 //! (or Kafka when `KAFKA_BOOTSTRAP` is set) with a SQLite file (or PostgreSQL by
-//! `DATABASE_URL`). `folio migrate` only runs the database migrations.
+//! `DATABASE_URL`), plus tools for people: `seed`, `loadgen`, `admin` and `migrate`.
 
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use folio_analytics::{connect_bus, shutdown, telemetry, AnalyticsArgs, BusArgs};
-use folio_bookstore::{redact, BookstoreArgs, Starter};
+use folio_bookstore::{redact, BookstoreArgs, EmbeddedAnalytics, Starter};
 use folio_domain::analytics::StopFlag;
-use folio_memory::SystemClock;
+use folio_domain::ports::MessageBus;
+use folio_domain::topics::Topic;
+use folio_memory::{MemoryBus, SystemClock};
+
+mod accounts;
+mod demo;
+mod loadgen;
+mod seed;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "folio",
     version,
-    about = "folio: a bookstore whose user actions flow into per-minute analytics"
+    about = "folio: a bookstore whose user actions flow into per-minute analytics",
+    long_about = "folio: a bookstore whose user actions flow into per-minute analytics.\n\n\
+        Without a subcommand it runs both roles in one process: the bookstore (HTTP API, \
+        dashboard at /admin) and the analytics worker, over the in-process bus unless \
+        KAFKA_BOOTSTRAP is set, with a SQLite file unless DATABASE_URL names another \
+        database."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +37,10 @@ struct Cli {
     bookstore: BookstoreArgs,
     #[command(flatten)]
     analytics: AnalyticsArgs,
+    /// Run the bookstore without the analytics worker (in-process bus only): events pile
+    /// up unaggregated, and the dashboard's pipeline panel says the pipeline stalled.
+    #[arg(long, env = "FOLIO_WITHOUT_ANALYTICS")]
+    without_analytics: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +49,29 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Fill an empty store with demo books, readers and days of history, through the use
+    /// cases and the real pipeline (see `folio seed --help`). Run it while folio is
+    /// stopped; it uses the same DATABASE_URL and FOLIO_ADMIN_* settings.
+    #[command(long_about = seed_about())]
+    Seed(seed::SeedArgs),
+    /// Drive a running bookstore's REST API with a realistic mix of readers, then check
+    /// the admin API shows exactly what was sent.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Administrator accounts, directly on the database.
+    #[command(subcommand)]
+    Admin(accounts::AdminCommand),
+}
+
+fn seed_about() -> &'static str {
+    "Fill an empty store with demo data: books (with files), readers, and days of history.\n\n\
+     The history goes through the domain's use cases on a clock that steps through the \
+     past, so each view, download, purchase, review and rating is an ordinary event with \
+     its own past occurred_at (and past rows for purchases and reviews). On the in-process \
+     bus the seed runs the analytics worker and the statistics ingest itself, waits until \
+     every aggregate is stored, and checks the stored figures equal what it generated. \
+     With KAFKA_BOOTSTRAP set it only publishes; the running services aggregate.\n\n\
+     Run it while folio is stopped, against the same DATABASE_URL. It refuses a store \
+     whose catalog is not empty."
 }
 
 #[tokio::main]
@@ -41,31 +80,65 @@ async fn main() -> anyhow::Result<()> {
     // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
     let stop_requested = shutdown::signal();
     let cli = Cli::parse();
-    if let Some(Command::Migrate) = cli.command {
-        folio_sql::migrate(&cli.bookstore.database_url).await?;
-        println!(
-            "migrations applied to {}",
-            redact(&cli.bookstore.database_url)
-        );
-        return Ok(());
+    match &cli.command {
+        Some(Command::Migrate) => {
+            folio_sql::migrate(&cli.bookstore.database_url).await?;
+            println!(
+                "migrations applied to {}",
+                redact(&cli.bookstore.database_url)
+            );
+            return Ok(());
+        }
+        Some(Command::Seed(args)) => {
+            return seed::run(args, &cli.bus, &cli.bookstore, &cli.analytics).await
+        }
+        Some(Command::Loadgen(args)) => return loadgen::run(args, &cli.bookstore).await,
+        Some(Command::Admin(cmd)) => return accounts::run(cmd, &cli.bookstore).await,
+        Some(Command::Serve) | None => {}
     }
     ensure_sqlite_dir(&cli.bookstore.database_url)?;
     let spec = cli.analytics.spec()?;
-    let bus = connect_bus(&cli.bus).await?;
+    let (bus, lag): (Arc<dyn MessageBus>, Option<folio_bookstore::LagFn>) =
+        match &cli.bus.kafka_bootstrap {
+            None => {
+                let memory = MemoryBus::new();
+                let lag = memory.clone();
+                (
+                    Arc::new(memory),
+                    Some(Arc::new(move || {
+                        lag.lag(folio_analytics::GROUP, &Topic::EVENTS)
+                    })),
+                )
+            }
+            Some(_) => (connect_bus(&cli.bus).await?, None),
+        };
+    if cli.without_analytics && cli.bus.kafka_bootstrap.is_some() {
+        anyhow::bail!("--without-analytics is for the in-process bus; with Kafka, stop folio-analytics instead");
+    }
     bus.provision().await?;
     let clock = Arc::new(SystemClock);
 
     let stop = StopFlag::new();
-    let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
-    let analytics = tokio::spawn(folio_analytics::run(
-        bus.clone(),
-        clock.clone(),
-        spec,
-        stop.clone(),
-        Some(stats_tx),
-    ));
-    let worker_stats = stats_rx.await.ok();
-    let running = Starter::start(&cli.bookstore, bus, clock, worker_stats).await?;
+    let mut analytics = None;
+    let mut worker_stats = None;
+    if !cli.without_analytics {
+        let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
+        analytics = Some(tokio::spawn(folio_analytics::run(
+            bus.clone(),
+            clock.clone(),
+            spec,
+            stop.clone(),
+            Some(stats_tx),
+        )));
+        worker_stats = stats_rx.await.ok();
+    }
+    let embedded = EmbeddedAnalytics {
+        stats: worker_stats,
+        window: cli.analytics.analytics_window,
+        grace: cli.analytics.analytics_grace,
+        lag,
+    };
+    let running = Starter::start_embedded(&cli.bookstore, bus, clock, embedded).await?;
 
     let base = format!("http://{}", running.http_addr);
     println!("folio is running");
@@ -90,10 +163,14 @@ async fn main() -> anyhow::Result<()> {
             .map_or("in-process".to_string(), |b| format!("Kafka at {b}"))
     );
     println!("  database   {}", redact(&cli.bookstore.database_url));
-    println!(
-        "  windows    {:?} with {:?} grace",
-        cli.analytics.analytics_window, cli.analytics.analytics_grace
-    );
+    if cli.without_analytics {
+        println!("  windows    none: started --without-analytics, nothing is aggregated");
+    } else {
+        println!(
+            "  windows    {:?} with {:?} grace",
+            cli.analytics.analytics_window, cli.analytics.analytics_grace
+        );
+    }
 
     stop_requested.await;
     // Intake first (no new events), then analytics (publishes its open windows), then the
@@ -101,13 +178,15 @@ async fn main() -> anyhow::Result<()> {
     let mut running = running;
     running.stop_intake().await?;
     stop.stop();
-    analytics.await??;
+    if let Some(analytics) = analytics {
+        analytics.await??;
+    }
     running.stop().await?;
     Ok(())
 }
 
 /// Creates the directory of a relative SQLite file, so the default works on a fresh clone.
-fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let path = rest.split('?').next().unwrap_or(rest);
         if let Some(dir) = std::path::Path::new(path).parent() {
