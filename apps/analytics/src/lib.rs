@@ -52,7 +52,9 @@ fn duration(raw: &str) -> Result<Duration, String> {
 /// Where the bus is.
 #[derive(Debug, Clone, Args)]
 pub struct BusArgs {
-    /// Kafka bootstrap servers (host:port, comma separated). Unset: the in-process bus.
+    /// Kafka bootstrap servers (host:port, comma separated). folio-bookstore and
+    /// folio-analytics need it; only the all-in-one `folio` runs without it, on its
+    /// in-process bus.
     #[arg(long, env = "KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<String>,
     /// Prepended to every Kafka topic name, so runs sharing a broker (tests, the chaos
