@@ -129,6 +129,45 @@ pub struct KafkaConfig {
     pub rebalance_timeout: Duration,
     /// Server-side assignor (`uniform` or `range`); `None` for the broker's default.
     pub server_assignor: Option<String>,
+    /// Which consumer group protocol the members speak (`KAFKA_GROUP_PROTOCOL`).
+    pub group_protocol: GroupProtocol,
+    /// `group.instance.id` for classic static membership (`KAFKA_GROUP_INSTANCE_ID`): a
+    /// member restarting with the same id gets its partitions back without a rebalance.
+    /// `None`: a dynamic member. Unique per process within a group.
+    pub group_instance_id: Option<String>,
+}
+
+/// The consumer group protocol a member speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// KIP-848 when the broker advertises `ConsumerGroupHeartbeat` and accepts the first
+    /// heartbeat, the classic protocol otherwise.
+    #[default]
+    Auto,
+    /// KIP-848 only (`ConsumerGroupHeartbeat`, Kafka 4.0+).
+    Consumer,
+    /// The classic JoinGroup/SyncGroup protocol with a client-side assignor.
+    Classic,
+}
+
+impl GroupProtocol {
+    /// Parses `auto`, `consumer` or `classic` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(GroupProtocol::Auto),
+            "consumer" => Some(GroupProtocol::Consumer),
+            "classic" => Some(GroupProtocol::Classic),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Auto => "auto",
+            GroupProtocol::Consumer => "consumer",
+            GroupProtocol::Classic => "classic",
+        }
+    }
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -148,6 +187,8 @@ impl fmt::Debug for KafkaConfig {
             .field("max_in_flight_records", &self.max_in_flight_records)
             .field("request_deadline", &self.request_deadline)
             .field("session_timeout", &self.session_timeout)
+            .field("group_protocol", &self.group_protocol)
+            .field("group_instance_id", &self.group_instance_id)
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +224,8 @@ impl KafkaConfig {
             session_timeout: Duration::from_secs(45),
             rebalance_timeout: Duration::from_secs(60),
             server_assignor: None,
+            group_protocol: GroupProtocol::Auto,
+            group_instance_id: None,
         }
     }
 

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,66 +46,23 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
+use crate::classic;
 use crate::cluster::{Backoff, Cluster};
-use crate::config::KafkaConfig;
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::errors::{from_rskafka, unavailable};
+use crate::membership::{
+    error_name, lose, MemberState, Membership, COORDINATOR_LOAD_IN_PROGRESS,
+    COORDINATOR_NOT_AVAILABLE, FENCED_MEMBER_EPOCH, ILLEGAL_GENERATION, NOT_COORDINATOR,
+    REBALANCE_IN_PROGRESS, REQUEST_TIMED_OUT, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID,
+    UNSTABLE_OFFSET_COMMIT, UNSUPPORTED_VERSION,
+};
 use crate::wire::{BrokerConnection, ConnectSettings, WireError};
-
-// Kafka error codes the group protocol acts on.
-const REQUEST_TIMED_OUT: i16 = 7;
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-const NOT_COORDINATOR: i16 = 16;
-const ILLEGAL_GENERATION: i16 = 22;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const UNSUPPORTED_VERSION: i16 = 35;
-const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-const FENCED_MEMBER_EPOCH: i16 = 110;
-const STALE_MEMBER_EPOCH: i16 = 113;
-
-fn error_name(code: i16) -> String {
-    kafka_protocol::ResponseError::try_from_code(code)
-        .map_or_else(|| "NONE".into(), |e| e.to_string())
-}
-
-/// Membership state shared by the heartbeat task and `poll`.
-struct Membership {
-    group: String,
-    state: Mutex<MemberState>,
-    /// Heartbeat -> poll: the target, the loss flag or a fatal error changed.
-    changed: Notify,
-    /// Poll -> heartbeat: the owned set changed or the member leaves.
-    wake: Notify,
-    /// Tests only: heartbeats withheld, as from a member stuck in a long pause.
-    paused: AtomicBool,
-}
-
-struct MemberState {
-    member_id: String,
-    epoch: i32,
-    /// The broker's latest assignment for this member; `None` until the first one.
-    target: Option<BTreeSet<TopicPartition>>,
-    /// What the worker has been given (and not had revoked): reported to the broker.
-    owned: BTreeSet<TopicPartition>,
-    /// Fenced (or silent past the session): `poll` must revoke everything before rejoining.
-    lost: bool,
-    fatal: Option<String>,
-    leave: Option<oneshot::Sender<std::result::Result<(), String>>>,
-    ids: HashMap<Uuid, Topic>,
-}
-
-impl Membership {
-    fn lock(&self) -> MutexGuard<'_, MemberState> {
-        // A panic while holding the lock leaves plain data behind; keep going with it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 struct FetchState {
     caught_up: AtomicBool,
@@ -177,36 +134,60 @@ impl KafkaGroupConsumer {
             .coordinator(group)
             .await
             .map_err(WireError::into_domain)?;
-        if let Err(e) = conn.version::<ConsumerGroupHeartbeatRequest>() {
-            return Err(Error::Internal(format!(
-                "kafka: the broker does not offer the consumer group protocol (KIP-848, Kafka 4.0+): {e}"
-            )));
-        }
-        let membership = Arc::new(Membership {
-            group: group.to_string(),
-            state: Mutex::new(MemberState {
-                member_id: Uuid::now_v7().to_string(),
-                epoch: 0,
-                target: None,
-                owned: BTreeSet::new(),
-                lost: false,
-                fatal: None,
-                leave: None,
-                ids: HashMap::new(),
-            }),
-            changed: Notify::new(),
-            wake: Notify::new(),
-            paused: AtomicBool::new(false),
-        });
+        let advertised = conn.version::<ConsumerGroupHeartbeatRequest>();
+        let membership = Arc::new(Membership::new(group, Uuid::now_v7().to_string()));
         let mut subscribed: Vec<Topic> = topics.to_vec();
         subscribed.sort();
         subscribed.dedup();
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            cluster.clone(),
-            membership.clone(),
-            subscribed,
-            conn,
-        ));
+        let protocol = cluster.cfg.group_protocol;
+        let heartbeat = match (protocol, advertised) {
+            (GroupProtocol::Consumer, Err(e)) => {
+                return Err(Error::Internal(format!(
+                    "kafka: the broker does not offer the consumer group protocol (KIP-848, Kafka 4.0+): {e}; KAFKA_GROUP_PROTOCOL=classic or auto uses the classic protocol"
+                )));
+            }
+            (GroupProtocol::Classic, _) => {
+                info!(
+                    group,
+                    protocol = "classic",
+                    "group protocol: classic, as KAFKA_GROUP_PROTOCOL=classic says"
+                );
+                tokio::spawn(classic::member_loop(
+                    cluster.clone(),
+                    membership.clone(),
+                    subscribed,
+                    conn,
+                ))
+            }
+            (GroupProtocol::Auto, Err(e)) => {
+                info!(group, protocol = "classic", reason = %e, "group protocol: classic, as the broker does not advertise ConsumerGroupHeartbeat (KIP-848)");
+                tokio::spawn(classic::member_loop(
+                    cluster.clone(),
+                    membership.clone(),
+                    subscribed,
+                    conn,
+                ))
+            }
+            (_, Ok(version)) => {
+                let auto = protocol == GroupProtocol::Auto;
+                if !auto {
+                    info!(
+                        group,
+                        protocol = "consumer",
+                        "group protocol: KIP-848, as KAFKA_GROUP_PROTOCOL=consumer says"
+                    );
+                }
+                let (c, m) = (cluster.clone(), membership.clone());
+                tokio::spawn(async move {
+                    if let Some(conn) =
+                        heartbeat_loop(c.clone(), m.clone(), subscribed.clone(), conn, auto).await
+                    {
+                        info!(group = %m.group, protocol = "classic", "group protocol: classic, as the broker advertises ConsumerGroupHeartbeat v{version} but refused the first heartbeat with UNSUPPORTED_VERSION (KIP-848 switched off)");
+                        classic::member_loop(c, m, subscribed, conn).await;
+                    }
+                })
+            }
+        };
         let (batches_tx, batches) = mpsc::channel(cluster.cfg.fetch_queue.max(1));
         Ok(KafkaGroupConsumer {
             cluster,
@@ -386,9 +367,13 @@ impl KafkaGroupConsumer {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            // A classic group checks no member on fetches; KIP-848 checks the epoch.
             let (member_id, epoch) = {
                 let st = self.membership.lock();
-                (st.member_id.clone(), st.epoch)
+                match st.classic {
+                    Some(_) => (None, -1),
+                    None => (Some(StrBytes::from_string(st.member_id.clone())), st.epoch),
+                }
             };
             let req = OffsetFetchRequest::default()
                 .with_require_stable(true)
@@ -396,7 +381,7 @@ impl KafkaGroupConsumer {
                     .with_group_id(GroupId(StrBytes::from_string(
                         self.membership.group.clone(),
                     )))
-                    .with_member_id(Some(StrBytes::from_string(member_id)))
+                    .with_member_id(member_id)
                     .with_member_epoch(epoch)
                     .with_topics(Some(
                         by_topic
@@ -500,6 +485,7 @@ fn retry_kind(code: i16) -> Retry {
         COORDINATOR_LOAD_IN_PROGRESS
         | UNSTABLE_OFFSET_COMMIT
         | STALE_MEMBER_EPOCH
+        | REBALANCE_IN_PROGRESS
         | REQUEST_TIMED_OUT => Retry::Later,
         COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => Retry::Reconnect,
         _ => Retry::No,
@@ -604,9 +590,9 @@ impl GroupConsumer for KafkaGroupConsumer {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let (member_id, epoch) = {
+            let (member_id, epoch, classic) = {
                 let st = self.membership.lock();
-                (st.member_id.clone(), st.epoch)
+                (st.member_id.clone(), st.epoch, st.classic.clone())
             };
             let req = OffsetCommitRequest::default()
                 .with_group_id(GroupId(StrBytes::from_string(
@@ -614,6 +600,12 @@ impl GroupConsumer for KafkaGroupConsumer {
                 )))
                 .with_generation_id_or_member_epoch(epoch)
                 .with_member_id(StrBytes::from_string(member_id))
+                .with_group_instance_id(
+                    classic
+                        .as_ref()
+                        .and_then(|c| c.instance_id.clone())
+                        .map(StrBytes::from_string),
+                )
                 .with_topics(topics.clone());
             let conn = self.offsets_conn().await?;
             let resp = match conn.request(&req).await {
@@ -633,6 +625,12 @@ impl GroupConsumer for KafkaGroupConsumer {
                     }
                 }
             }
+            // Classic: during a rebalance the generation moves on before this member
+            // hears of it; the member loop brings the new one (or declares it lost).
+            if classic.is_some() && worst == ILLEGAL_GENERATION {
+                worst = REBALANCE_IN_PROGRESS;
+            }
+            let give_up = if classic.is_some() { 50 } else { 10 };
             match worst {
                 0 => return Ok(()),
                 FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION => {
@@ -650,7 +648,7 @@ impl GroupConsumer for KafkaGroupConsumer {
                             error_name(code)
                         )))
                     }
-                    _ if attempt >= 10 => {
+                    _ if attempt >= give_up => {
                         return Err(unavailable(format!(
                             "commit kept failing with {}",
                             error_name(code)
@@ -757,13 +755,17 @@ impl GroupConsumer for KafkaGroupConsumer {
     }
 }
 
-/// The heartbeat task. See the module docs.
+/// The heartbeat task. See the module docs. With `auto`, a broker refusing the very first
+/// heartbeat with UNSUPPORTED_VERSION (Kafka 3.9 advertises the API with the protocol
+/// switched off) ends the task with the coordinator connection, for the classic protocol
+/// to take over; otherwise it returns `None` once the member has left.
 async fn heartbeat_loop(
     cluster: Cluster,
     m: Arc<Membership>,
     topics: Vec<Topic>,
     first: BrokerConnection,
-) {
+    auto: bool,
+) -> Option<BrokerConnection> {
     let cfg = cluster.cfg.clone();
     let names: Vec<String> = topics.iter().map(|t| cfg.topic_name(*t)).collect();
     let mut conn = Some(first);
@@ -788,7 +790,7 @@ async fn heartbeat_loop(
                 Ok(())
             };
             let _ = ack.send(result);
-            return;
+            return None;
         }
         if m.paused.load(Ordering::SeqCst) {
             // The coordinator is left to decide; the local session check must not.
@@ -838,7 +840,11 @@ async fn heartbeat_loop(
             }
         };
         match resp.error_code {
+            UNSUPPORTED_VERSION if auto && !joined => return conn,
             0 => {
+                if auto && !joined {
+                    info!(group = %m.group, protocol = "consumer", "group protocol: KIP-848, as the broker advertises ConsumerGroupHeartbeat and accepted the first heartbeat");
+                }
                 joined = true;
                 last_ok = Some(now);
                 if std::mem::take(&mut outage) {
@@ -886,15 +892,6 @@ async fn heartbeat_loop(
             }
         }
     }
-}
-
-fn lose(m: &Membership) {
-    let mut st = m.lock();
-    st.lost = true;
-    st.epoch = 0;
-    st.target = None;
-    drop(st);
-    m.changed.notify_one();
 }
 
 fn heartbeat_request(

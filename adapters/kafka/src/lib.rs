@@ -23,6 +23,10 @@
 //! - [`group`]: [`KafkaGroupConsumer`], a member of a consumer group (KIP-848
 //!   `ConsumerGroupHeartbeat`, `OffsetFetch`, `OffsetCommit`) that reads its partitions with
 //!   one fetcher task each.
+//!   With `KAFKA_GROUP_PROTOCOL=classic` (or `auto` on a broker without KIP-848) the
+//!   member speaks the classic protocol instead (`classic`: JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup, with a client-side `assignor`: cooperative-sticky, else
+//!   range); `membership` holds the state both share with `poll`.
 //! - `wire`: the small connection layer the group protocol needs and rskafka does not
 //!   expose: framing, correlation ids, ApiVersions negotiation, TLS and SASL.
 //! - [`KafkaBus`]: the [`MessageBus`] the composition roots take.
@@ -45,12 +49,15 @@
 //! Decisions and their reasons: `docs/kafka-adapter.md`.
 
 pub mod admin;
+mod assignor;
+mod classic;
 pub mod client;
 mod cluster;
 pub mod config;
 mod errors;
 pub mod group;
 mod leaders;
+mod membership;
 pub mod publisher;
 mod wire;
 
@@ -64,8 +71,8 @@ use folio_domain::Result;
 pub use admin::{ProvisionReport, Shortfall, ShortfallKind};
 pub use client::{ensure_topics, KafkaClient};
 pub use config::{
-    parse_partitions, tls_config, ClientCertificate, KafkaConfig, Replication, SaslMechanism,
-    SaslSettings,
+    parse_partitions, tls_config, ClientCertificate, GroupProtocol, KafkaConfig, Replication,
+    SaslMechanism, SaslSettings,
 };
 pub use group::KafkaGroupConsumer;
 pub use publisher::{KafkaPublisher, PublisherStats};
@@ -119,14 +126,17 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     /// Each module's source, outside its `#[cfg(test)] mod tests`.
-    const MODULES: [(&str, &str); 10] = [
+    const MODULES: [(&str, &str); 13] = [
         ("admin", include_str!("admin.rs")),
+        ("assignor", include_str!("assignor.rs")),
+        ("classic", include_str!("classic.rs")),
         ("client", include_str!("client.rs")),
         ("cluster", include_str!("cluster.rs")),
         ("config", include_str!("config.rs")),
         ("errors", include_str!("errors.rs")),
         ("group", include_str!("group.rs")),
         ("leaders", include_str!("leaders.rs")),
+        ("membership", include_str!("membership.rs")),
         ("publisher", include_str!("publisher.rs")),
         ("wire", include_str!("wire.rs")),
         ("lib", include_str!("lib.rs")),
@@ -169,7 +179,7 @@ mod tests {
                 }
             }
         }
-        for part in ["admin", "group", "publisher"] {
+        for part in ["admin", "classic", "group", "publisher"] {
             assert!(
                 graph[part].contains("cluster"),
                 "{part} uses the cluster handle"

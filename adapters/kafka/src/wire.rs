@@ -27,6 +27,10 @@ use kafka_protocol::messages::{
     DescribeConfigsResponse, FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetFetchRequest, OffsetFetchResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
 };
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, StrBytes, VersionRange,
 };
@@ -144,6 +148,10 @@ requests! {
     CreateTopicsRequest => CreateTopicsResponse, CreateTopics;
     DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs;
     DescribeClusterRequest => DescribeClusterResponse, DescribeCluster;
+    JoinGroupRequest => JoinGroupResponse, JoinGroup;
+    SyncGroupRequest => SyncGroupResponse, SyncGroup;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat;
+    LeaveGroupRequest => LeaveGroupResponse, LeaveGroup;
 }
 
 /// The version ranges a broker supports, by API key.
@@ -351,6 +359,22 @@ impl BrokerConnection {
         version: i16,
     ) -> Result<R::Response, WireError> {
         let (id, frame) = self.round_trip(req, version).await?;
+        decode_response::<R>(frame, version, id)
+    }
+
+    /// Like [`BrokerConnection::request`], waiting up to `timeout` for the answer instead
+    /// of the connection's own limit: a JoinGroup is held by the coordinator until every
+    /// member has rejoined (up to the rebalance timeout).
+    pub(crate) async fn request_within<R: Request>(
+        &mut self,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, WireError> {
+        let version = self.version::<R>()?;
+        let usual = std::mem::replace(&mut self.timeout, timeout);
+        let answer = self.round_trip(req, version).await;
+        self.timeout = usual;
+        let (id, frame) = answer?;
         decode_response::<R>(frame, version, id)
     }
 

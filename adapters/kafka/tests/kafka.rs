@@ -77,6 +77,7 @@ fn record(topic: Topic, key: &str, i: usize) -> OutgoingRecord {
 struct Seen {
     owned: BTreeSet<TopicPartition>,
     assigned: Vec<Assignment>,
+    revoked: Vec<TopicPartition>,
     records: BTreeMap<TopicPartition, Vec<Record>>,
 }
 
@@ -96,6 +97,7 @@ impl Seen {
             ConsumerEvent::Revoked(list) => {
                 for tp in list {
                     assert!(self.owned.remove(&tp), "{tp} revoked but not owned");
+                    self.revoked.push(tp);
                 }
             }
             ConsumerEvent::Batch(b) => {
@@ -607,4 +609,102 @@ async fn a_fenced_member_revokes_everything_then_rejoins() {
     .expect("commits again after rejoining");
     a.leave().await.expect("leaves");
     remove_topics(&client).await;
+}
+
+/// A classic client: `KAFKA_GROUP_PROTOCOL=classic`, optionally a static member.
+async fn classic_client(
+    test: &str,
+    instance: Option<&str>,
+    prefix_of: Option<&KafkaClient>,
+) -> KafkaClient {
+    let mut cfg = config(test);
+    if let Some(other) = prefix_of {
+        cfg.topic_prefix = other.config().topic_prefix.clone();
+    }
+    cfg.group_protocol = folio_kafka::GroupProtocol::Classic;
+    cfg.group_instance_id = instance.map(String::from);
+    let c = KafkaClient::connect(cfg)
+        .await
+        .expect("connects to the broker");
+    c.ensure_topics(&Topic::ALL)
+        .await
+        .expect("provisions topics");
+    c
+}
+
+/// Classic protocol, cooperative-sticky: a second member takes half without the first
+/// ever giving up the half it keeps (incremental, KIP-429); a static member that crashes
+/// and comes back within the session timeout gets the same partitions back and the other
+/// member sees no rebalance at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_members_rebalance_incrementally_and_a_static_member_comes_back() {
+    let first = classic_client("classic-static", Some("instance-a"), None).await;
+    let topics = [Topic::BookViews, Topic::BookDownloads];
+    let all: BTreeSet<TopicPartition> = topics.iter().flat_map(|t| all_partitions(*t)).collect();
+    let g = group(&first, "classic");
+    let mut a = first.group_consumer(&g, &topics).await.expect("a joins");
+    let mut sa = Seen::default();
+    poll_until(&mut a, &mut sa, Duration::from_secs(20), |s| s.owned == all).await;
+
+    let dynamic = classic_client("classic-static", None, Some(&first)).await;
+    let mut b = dynamic.group_consumer(&g, &topics).await.expect("b joins");
+    let mut sb = Seen::default();
+    let took = poll_both(
+        &mut a,
+        &mut sa,
+        &mut b,
+        &mut sb,
+        Duration::from_secs(30),
+        |x, y| x.owned.len() == 3 && y.owned.len() == 3,
+    )
+    .await;
+    println!(
+        "classic: b took 3 of 6 partitions in {took:?}; a kept {:?}",
+        sa.owned
+    );
+    // a revoked exactly what moved to b, and nothing it kept.
+    assert_eq!(
+        sa.revoked.len(),
+        3,
+        "only what moves is revoked: {:?}",
+        sa.revoked
+    );
+    assert!(sa.revoked.iter().all(|tp| sb.owned.contains(tp)));
+    assert!(sa.owned.is_disjoint(&sb.owned));
+
+    // a crashes (dropped without leaving); the same instance id comes back at once.
+    let kept = sa.owned.clone();
+    drop(a);
+    let again = classic_client("classic-static", Some("instance-a"), Some(&first)).await;
+    let start = Instant::now();
+    let mut a2 = again
+        .group_consumer(&g, &topics)
+        .await
+        .expect("a comes back");
+    let mut sa2 = Seen::default();
+    let revoked_before = sb.revoked.len();
+    poll_both(
+        &mut a2,
+        &mut sa2,
+        &mut b,
+        &mut sb,
+        Duration::from_secs(8),
+        |x, _| x.owned == kept,
+    )
+    .await;
+    println!(
+        "static member back with {:?} in {:?}",
+        sa2.owned,
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "before the session timeout"
+    );
+    assert_eq!(sb.revoked.len(), revoked_before, "b saw no rebalance");
+    a2.leave()
+        .await
+        .expect("a leaves (static: stays in the group)");
+    b.leave().await.expect("b leaves");
+    remove_topics(&first).await;
 }
