@@ -15,7 +15,7 @@ use clap::Args;
 use folio_domain::analytics::{parse_duration, AnalyticsWorker, StopFlag, WindowSpec, WorkerStats};
 use folio_domain::ports::{Clock, MessageBus};
 use folio_domain::topics::Topic;
-use folio_kafka::{ClientCertificate, KafkaConfig, SaslMechanism, SaslSettings};
+use folio_kafka::{ClientCertificate, GroupProtocol, KafkaConfig, SaslMechanism, SaslSettings};
 use tracing::info;
 
 /// The analytics service's consumer group.
@@ -77,12 +77,26 @@ pub struct BusArgs {
     /// `book.views=6,book.downloads=6`. Existing topics keep theirs.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value = "", value_parser = partitions)]
     pub kafka_partitions: std::collections::BTreeMap<Topic, i32>,
+    /// Consumer group protocol: `auto` (KIP-848 when the broker offers and accepts it,
+    /// else classic), `consumer` (KIP-848 only, Kafka 4.0+) or `classic` (JoinGroup and
+    /// SyncGroup with a client-side cooperative-sticky or range assignor).
+    #[arg(long, env = "KAFKA_GROUP_PROTOCOL", default_value = "auto", value_parser = group_protocol)]
+    pub kafka_group_protocol: GroupProtocol,
+    /// `group.instance.id` for static membership in classic groups: an instance restarting
+    /// with the same id within the session timeout gets its partitions back without a
+    /// rebalance (and does not leave the group when it stops). Unique per instance.
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
+    pub kafka_group_instance_id: Option<String>,
     #[command(flatten)]
     pub security: KafkaSecurityArgs,
 }
 
 fn partitions(raw: &str) -> Result<std::collections::BTreeMap<Topic, i32>, String> {
     folio_kafka::parse_partitions(raw)
+}
+
+fn group_protocol(raw: &str) -> Result<GroupProtocol, String> {
+    GroupProtocol::parse(raw).ok_or_else(|| format!("{raw:?}: expected auto, consumer or classic"))
 }
 
 /// How folio authenticates to the brokers and encrypts its connections. The same settings
@@ -184,6 +198,11 @@ pub async fn connect_bus(args: &BusArgs) -> anyhow::Result<Arc<dyn MessageBus>> 
             cfg.replication_factor = args.kafka_replication_factor;
             cfg.min_insync_replicas = args.kafka_min_insync_replicas;
             cfg.partitions = args.kafka_partitions.clone();
+            cfg.group_protocol = args.kafka_group_protocol;
+            cfg.group_instance_id = args
+                .kafka_group_instance_id
+                .clone()
+                .filter(|i| !i.trim().is_empty());
             args.security.apply(&mut cfg)?;
             let bus = folio_kafka::KafkaBus::connect(cfg)
                 .await
@@ -295,6 +314,15 @@ pub mod shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_protocol_is_auto_consumer_or_classic() {
+        assert_eq!(group_protocol("auto"), Ok(GroupProtocol::Auto));
+        assert_eq!(group_protocol("Classic"), Ok(GroupProtocol::Classic));
+        assert_eq!(group_protocol("consumer"), Ok(GroupProtocol::Consumer));
+        assert!(group_protocol("kip848").is_err());
+        assert_eq!(GroupProtocol::default(), GroupProtocol::Auto);
+    }
 
     // Built as values, not parsed: clap would also read KAFKA_* from the environment the
     // tests run in.
