@@ -81,6 +81,8 @@ pub struct Fleet {
     bin_dir: PathBuf,
     log_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Settings for one role only, applied after `env`.
+    role_env: Vec<(Role, String, String)>,
     procs: Vec<Proc>,
     seq: u32,
     pub counters: FleetCounters,
@@ -104,10 +106,19 @@ impl Fleet {
             bin_dir: bin_dir.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
             env,
+            role_env: Vec::new(),
             procs: Vec::new(),
             seq: 0,
             counters: FleetCounters::default(),
         })
+    }
+
+    /// Sets `key` for every process of `role` started from now on (the bookstore's fixed
+    /// `HTTP_ADDR`, say, which the analytics instances must not share).
+    pub fn set_role_env(&mut self, role: Role, key: &str, value: &str) {
+        self.role_env.retain(|(r, k, _)| !(*r == role && k == key));
+        self.role_env
+            .push((role, key.to_string(), value.to_string()));
     }
 
     /// Starts one process; returns its name (`analytics-3`).
@@ -117,6 +128,12 @@ impl Fleet {
         let log = File::create(self.log_dir.join(format!("{name}.log")))?;
         let mut cmd = Command::new(self.bin_dir.join(role.binary()));
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.role_env
+                    .iter()
+                    .filter(|(r, _, _)| *r == role)
+                    .map(|(_, k, v)| (k.as_str(), v.as_str())),
+            )
             .env_remove("FOLIO_FAULT_ABORT_AFTER_UPSERT")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
