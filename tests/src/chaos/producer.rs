@@ -4,7 +4,9 @@
 //! flushed (acks=all) before the next; a failed flush re-sends the whole batch (a
 //! re-delivery, de-duplicated like any other) until it is acknowledged.
 //!
-//! A pause (asked for around a broker restart) flushes, waits, and then moves `base` on by
+//! A pause (asked for around a broker restart) sends the duplicates still due for events
+//! already sent (early: a copy held over the pause would arrive after its window closed),
+//! flushes, waits, and then moves `base` on by
 //! the pause rounded up to whole windows, so the rest of the schedule keeps its shape and
 //! its window edges, and no event is stamped long before it can be sent.
 
@@ -171,6 +173,21 @@ impl Producer {
         let mut i = 0;
         loop {
             if *self.pause.borrow() {
+                // A duplicate due after the pause would trail its original by the whole
+                // pause, past its window's close: not the delivery the plan means (a copy
+                // well within the grace). The copies still to come go out now, early.
+                for item in &plan.items[i..] {
+                    if let What::Duplicate(k) = item.what {
+                        if let Some(record) = dup_cache.remove(&k) {
+                            log.duplicates += 1;
+                            pending.push(Pending {
+                                record,
+                                id: log.events[k].as_ref().map(|e| e.event_id()),
+                                on_time_ms: None,
+                            });
+                        }
+                    }
+                }
                 self.deliver(&mut pending, &mut log).await?;
                 let paused_at = now_ms();
                 self.state.send_replace(ProducerState::Paused);
