@@ -12,6 +12,9 @@
 //!   pausing (and shifting the rest of the schedule by whole windows) around a broker
 //!   restart.
 //! - [`fleet`]: the analytics and bookstore processes: start, `kill -9`, SIGTERM, reap.
+//! - [`http`]: seeded HTTP traffic through the running bookstore (views, downloads,
+//!   purchases, reviews, ratings; bursts of views around a SIGTERM or `kill -9`), every
+//!   answer recorded with what it must add to the figures.
 //! - [`dlq`]: reads `analytics.dlq` and matches each dead letter to what was injected.
 //! - [`verify`]: reads the stored statistics through the `StatsQuery` port and lists
 //!   every difference.
@@ -25,6 +28,7 @@
 pub mod dlq;
 pub mod expect;
 pub mod fleet;
+pub mod http;
 pub mod producer;
 pub mod run;
 pub mod verify;

@@ -64,6 +64,8 @@ pub enum BookRole {
     Big,
     /// Receives exactly one (late) event.
     Late,
+    /// Used only by the HTTP traffic through the bookstore (`chaos::http`).
+    Http,
 }
 
 /// A book to create in the catalog before the run.
@@ -100,6 +102,7 @@ fn role_name(r: BookRole) -> &'static str {
         BookRole::Regular => "regular",
         BookRole::Big => "big",
         BookRole::Late => "late",
+        BookRole::Http => "http",
     }
 }
 
