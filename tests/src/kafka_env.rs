@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use folio_domain::topics::Topic;
-use folio_kafka::{KafkaClient, KafkaConfig};
+use folio_kafka::{GroupProtocol, KafkaClient, KafkaConfig};
 use testcontainers::core::wait::LogWaitStrategy;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -87,6 +87,8 @@ pub struct KafkaEnv {
     /// the test passes.
     handed_out: Made<KafkaConfig>,
     container: Option<ContainerAsync<GenericImage>>,
+    /// The group protocol the configurations ask for ([`KafkaEnv::with_protocol`]).
+    protocol: GroupProtocol,
 }
 
 impl Drop for KafkaEnv {
@@ -183,6 +185,7 @@ pub async fn kafka() -> KafkaEnv {
             },
             handed_out: Made::default(),
             container: None,
+            protocol: GroupProtocol::Auto,
         };
     }
     if testcontainers_enabled() {
@@ -237,6 +240,7 @@ pub async fn kafka_cluster() -> ClusterEnv {
             },
             handed_out: Made::default(),
             container: None,
+            protocol: GroupProtocol::Auto,
         },
         base_port,
         nodes: addrs.len(),
@@ -414,6 +418,7 @@ async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
         },
         handed_out: Made::default(),
         container: Some(container),
+        protocol: GroupProtocol::Auto,
     })
 }
 
@@ -473,6 +478,17 @@ impl KafkaEnv {
         &self.bootstrap
     }
 
+    /// The same broker, with configurations whose members speak `protocol`
+    /// (`KAFKA_GROUP_PROTOCOL`), so a suite runs once per protocol.
+    pub fn with_protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    pub fn protocol(&self) -> GroupProtocol {
+        self.protocol
+    }
+
     /// A configuration for `test` alone: its own topics and consumer groups on the broker.
     pub fn config(&self, test: &str) -> KafkaConfig {
         let id = unique(test);
@@ -482,6 +498,7 @@ impl KafkaEnv {
         cfg.group_prefix = format!("{id}.");
         cfg.session_timeout = SESSION_TIMEOUT;
         cfg.request_deadline = Duration::from_secs(15);
+        cfg.group_protocol = self.protocol;
         self.handed_out.add(cfg.clone());
         cfg
     }

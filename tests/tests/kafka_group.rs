@@ -3,7 +3,8 @@
 //! leaving, as `kill -9` would), the other takes its partitions over; the stored
 //! statistics stay exact — nothing lost, nothing counted twice.
 //!
-//! The kill case waits for the broker's session timeout (10 s on `scripts/kafka-local`).
+//! Both run once per group protocol (`auto`, which is KIP-848 on Kafka 4.x, and
+//! `classic`). The kill case waits for the broker's session timeout (10 s on `scripts/kafka-local`).
 //! Without a broker or a database these tests fail, saying how to provide them.
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use folio_analytics::GROUP as ANALYTICS_GROUP;
 use folio_domain::analytics::WorkerStats;
 use folio_domain::ports::RecordPublisher;
 use folio_domain::topics::Topic;
+use folio_kafka::GroupProtocol;
 use folio_tests::bus_contract::partitions_of;
 use folio_tests::kafka_env::{kafka, postgres, KafkaEnv, SESSION_TIMEOUT};
 use folio_tests::stack::{Analytics, Stack};
@@ -74,12 +76,40 @@ async fn trickle(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Each scenario runs once per group protocol: `auto` (KIP-848 on Kafka 4.x) and `classic`.
+macro_rules! per_protocol {
+    ($($scenario:ident),* $(,)?) => {
+        mod auto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(folio_kafka::GroupProtocol::Auto).await
+                }
+            )*
+        }
+        mod classic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(folio_kafka::GroupProtocol::Classic).await
+                }
+            )*
+        }
+    };
+}
+
+per_protocol!(
+    two_instances_split_the_partitions_and_one_leaving_under_traffic_loses_nothing,
+    a_killed_instance_is_replaced_after_the_session_timeout_and_figures_stay_exact,
+);
+
 async fn two_instances_split_the_partitions_and_one_leaving_under_traffic_loses_nothing(
+    protocol: GroupProtocol,
 ) -> anyhow::Result<()> {
-    let kafka = kafka().await;
+    let kafka = kafka().await.with_protocol(protocol);
     let pg = postgres().await;
-    let stack = Stack::start(&kafka, &pg, "leave", WINDOW, GRACE).await?;
+    let test = format!("leave-{}", protocol.name());
+    let stack = Stack::start(&kafka, &pg, &test, WINDOW, GRACE).await?;
     let (a, b) = two_instances(&kafka, &stack).await?;
     let producer = stack.publisher().await?;
     let mut traffic = Traffic::new(21, 12, 40);
@@ -123,12 +153,13 @@ async fn two_instances_split_the_partitions_and_one_leaving_under_traffic_loses_
     stack.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_is_replaced_after_the_session_timeout_and_figures_stay_exact(
+    protocol: GroupProtocol,
 ) -> anyhow::Result<()> {
-    let kafka = kafka().await;
+    let kafka = kafka().await.with_protocol(protocol);
     let pg = postgres().await;
-    let stack = Stack::start(&kafka, &pg, "kill", WINDOW, GRACE).await?;
+    let test = format!("kill-{}", protocol.name());
+    let stack = Stack::start(&kafka, &pg, &test, WINDOW, GRACE).await?;
     let (a, b) = two_instances(&kafka, &stack).await?;
     let producer = stack.publisher().await?;
     let mut traffic = Traffic::new(33, 12, 40);
