@@ -94,7 +94,7 @@ async fn stored_ranges(
     txn: &DatabaseTransaction,
     aggregates: &[&Aggregate],
 ) -> Result<HashMap<Group, Vec<(i64, i64)>>> {
-    let mut stored: HashMap<Group, Vec<(i64, i64)>> = HashMap::new();
+    let mut stored: HashMap<Group, BTreeSet<(i64, i64)>> = HashMap::new();
     for chunk in aggregates.chunks(CHUNK) {
         let windows: BTreeSet<i64> = chunk.iter().map(|a| to_ms(a.window_start)).collect();
         let books: BTreeSet<i64> = chunk.iter().map(|a| a.book_id.get()).collect();
@@ -126,13 +126,17 @@ async fn stored_ranges(
                 topic.name(),
                 r.try_get("", "source_partition").map_err(db_err)?,
             );
-            stored.entry(g).or_default().push((
+            stored.entry(g).or_default().insert((
                 r.try_get("", "first_offset").map_err(db_err)?,
                 r.try_get("", "next_offset").map_err(db_err)?,
             ));
         }
     }
-    Ok(stored)
+    // Chunks of one batch that share windows and books read the same rows: each once.
+    Ok(stored
+        .into_iter()
+        .map(|(g, rows)| (g, rows.into_iter().collect()))
+        .collect())
 }
 
 /// Where a row of a group, as decided so far, comes from.
