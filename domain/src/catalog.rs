@@ -66,6 +66,11 @@ impl BookDraft {
         }
         if price_cents < 0 {
             problems.push("price_cents must not be negative".to_string());
+        } else if price_cents > Money::MAX_PRICE_CENTS {
+            problems.push(format!(
+                "price_cents must be at most {} (10000000.00)",
+                Money::MAX_PRICE_CENTS
+            ));
         }
         match Currency::parse(currency) {
             Ok(c) if c != store_currency => problems.push(format!(
@@ -204,17 +209,17 @@ impl BookFileUpload {
             )));
         }
         let file_name = file_name.trim();
-        if file_name.is_empty()
-            || file_name.len() > 255
-            || file_name.contains(['/', '\\', '"', '\r', '\n'])
-        {
+        if !is_safe_file_name(file_name) {
             return Err(Error::invalid(
-                "file name must be 1 to 255 characters without slashes, quotes or newlines",
+                "file_name must be 1 to 255 bytes, not `.` or `..`, without control \
+                 characters, slashes, backslashes, quotes or bidirectional overrides",
             ));
         }
         let content_type = content_type.trim();
-        if !content_type.contains('/') || content_type.len() > 100 {
-            return Err(Error::invalid("content type must look like type/subtype"));
+        if !is_media_type(content_type) {
+            return Err(Error::invalid(
+                "content type must look like type/subtype, at most 100 printable ASCII characters",
+            ));
         }
         Ok(BookFileUpload {
             file_name: file_name.to_string(),
@@ -222,6 +227,42 @@ impl BookFileUpload {
             bytes,
         })
     }
+}
+
+/// A name a download can carry safely: no control characters (which could split a
+/// header or hide part of the name), no path separators (a client saving it must not
+/// leave its folder), no quotes (the `filename="..."` parameter), and no bidirectional
+/// overrides, which can make `gpj.exe` look like `exe.jpg`.
+fn is_safe_file_name(name: &str) -> bool {
+    const BIDI: [char; 9] = [
+        '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+        '\u{2066}', '\u{2069}',
+    ];
+    !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| {
+            c.is_control()
+                || matches!(c, '/' | '\\' | '"' | '\u{2067}' | '\u{2068}')
+                || BIDI.contains(&c)
+        })
+}
+
+/// `type/subtype` with optional parameters, in printable ASCII: what a `Content-Type`
+/// header can carry back unchanged.
+fn is_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    value.len() <= 100
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(ty, sub)| token(ty) && token(sub))
 }
 
 #[cfg(test)]
@@ -243,10 +284,84 @@ mod tests {
     }
 
     #[test]
+    fn prices_have_a_maximum() {
+        let max = Money::MAX_PRICE_CENTS;
+        let ok = BookDraft::new("T", "A", "G", "", max, "USD", usd()).expect("the maximum");
+        assert_eq!(ok.price.amount_cents, 1_000_000_000);
+        for cents in [max + 1, i64::MAX] {
+            let err = BookDraft::new("T", "A", "G", "", cents, "USD", usd()).expect_err("over");
+            assert_eq!(
+                err.to_string(),
+                "price_cents must be at most 1000000000 (10000000.00)"
+            );
+        }
+    }
+
+    #[test]
     fn draft_trims_and_keeps_cents() {
         let d = BookDraft::new(" Dune ", "Herbert", "SF", "", 1999, "USD", usd()).expect("valid");
         assert_eq!(d.title, "Dune");
         assert_eq!(d.price.amount_cents, 1999);
+    }
+
+    #[test]
+    fn file_names_refuse_control_characters_and_separators() {
+        let upload = |name: &str| BookFileUpload::new(name, "text/plain", b"x".to_vec());
+        for ok in [
+            "dune.epub",
+            "Dune – Part 1.pdf",
+            "é.txt",
+            "a;b.txt",
+            ".hidden",
+        ] {
+            assert_eq!(upload(ok).expect(ok).file_name, ok);
+        }
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\"b",
+            "a\rb",
+            "a\nb",
+            "a\0b",
+            "a\tb",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "a\u{202e}gpj.exe",
+            "a\u{2067}b",
+        ] {
+            let err = upload(bad).expect_err(bad);
+            assert!(
+                err.to_string().starts_with("file_name must be"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(upload(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn content_types_must_be_media_types() {
+        let upload = |ct: &str| BookFileUpload::new("f", ct, b"x".to_vec());
+        for ok in [
+            "text/html",
+            "text/plain; charset=utf-8",
+            "application/epub+zip",
+        ] {
+            assert!(upload(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "html",
+            "/x",
+            "text/",
+            "text/html\r\nX-A: b",
+            "t\u{e9}xt/html",
+            "a b/c",
+        ] {
+            assert!(upload(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

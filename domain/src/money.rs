@@ -55,6 +55,12 @@ pub struct Money {
 }
 
 impl Money {
+    /// The highest price a book may have: 10,000,000.00 in major units, 1,000,000,000
+    /// minor units. It keeps every sum far from `i64::MAX`: revenue would need more than
+    /// nine billion purchases at the highest price to overflow, and the sums saturate
+    /// rather than wrap even then.
+    pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
+
     pub fn new(amount_cents: i64, currency: Currency) -> Self {
         Money {
             amount_cents,
@@ -62,10 +68,16 @@ impl Money {
         }
     }
 
-    /// A price: zero (free) or positive.
+    /// A price: zero (free) up to [`Money::MAX_PRICE_CENTS`].
     pub fn price(amount_cents: i64, currency: Currency) -> Result<Self, Error> {
         if amount_cents < 0 {
             return Err(Error::invalid("price must not be negative"));
+        }
+        if amount_cents > Self::MAX_PRICE_CENTS {
+            return Err(Error::invalid(format!(
+                "price must be at most {} cents",
+                Self::MAX_PRICE_CENTS
+            )));
         }
         Ok(Money::new(amount_cents, currency))
     }
@@ -103,5 +115,8 @@ mod tests {
         assert_eq!(Money::new(1999, usd).to_string(), "19.99 USD");
         assert_eq!(Money::new(-5, usd).to_string(), "-0.05 USD");
         assert!(Money::price(-1, usd).is_err());
+        assert!(Money::price(Money::MAX_PRICE_CENTS, usd).is_ok());
+        assert!(Money::price(Money::MAX_PRICE_CENTS + 1, usd).is_err());
+        assert!(Money::price(i64::MAX, usd).is_err());
     }
 }

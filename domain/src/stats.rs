@@ -260,7 +260,9 @@ impl StatsFold {
             }
             Topic::BookPurchases => {
                 b.purchases += f.events;
-                b.revenue_cents += f.revenue_cents;
+                // Prices are capped (`Money::MAX_PRICE_CENTS`), so this cannot come near
+                // `i64::MAX`; if it ever did, it saturates rather than wraps.
+                b.revenue_cents = b.revenue_cents.saturating_add(f.revenue_cents);
                 self.purchasers.merge(&f.users);
                 b.last_purchase_at = max_opt(b.last_purchase_at, f.last_at);
                 if let Some(c) = f.currency {

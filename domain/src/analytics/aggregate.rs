@@ -59,19 +59,27 @@ pub struct Figures {
 
 impl Figures {
     /// Folds one event in. Fails (leaving the figures unchanged) when a purchase's currency
-    /// differs from the currency already summed.
+    /// differs from the currency already summed, or when its price would take the revenue
+    /// past `i64`: a sum never wraps.
     pub fn add(&mut self, event: &Event) -> Result<(), String> {
         if let Event::BookPurchased { price, .. } = event {
-            match self.currency {
-                Some(c) if c != price.currency => {
-                    return Err(format!(
-                        "purchase in {} cannot be summed with revenue in {c}",
-                        price.currency
-                    ))
-                }
-                _ => self.currency = Some(price.currency),
+            if let Some(c) = self.currency.filter(|c| *c != price.currency) {
+                return Err(format!(
+                    "purchase in {} cannot be summed with revenue in {c}",
+                    price.currency
+                ));
             }
-            self.revenue_cents += price.amount_cents;
+            let revenue = self
+                .revenue_cents
+                .checked_add(price.amount_cents)
+                .ok_or_else(|| {
+                    format!(
+                        "a purchase of {} cents would overflow the revenue of {} cents",
+                        price.amount_cents, self.revenue_cents
+                    )
+                })?;
+            self.currency = Some(price.currency);
+            self.revenue_cents = revenue;
         }
         let at = event.occurred_at();
         self.events += 1;
@@ -202,5 +210,21 @@ mod opt_rfc3339 {
         #[derive(Deserialize)]
         struct W(#[serde(with = "rfc3339")] DateTime<Utc>);
         Option::<W>::deserialize(d).map(|o| o.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Figures;
+    use crate::fixtures::purchase;
+
+    #[test]
+    fn revenue_never_wraps() {
+        let mut f = Figures::default();
+        f.add(&purchase(1, 0, 7, 1, i64::MAX))
+            .expect("the first fits");
+        let err = f.add(&purchase(2, 0, 7, 2, 2)).expect_err("overflow");
+        assert!(err.contains("would overflow"), "{err}");
+        assert_eq!((f.events, f.revenue_cents), (1, i64::MAX));
     }
 }

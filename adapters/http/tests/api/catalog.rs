@@ -220,7 +220,7 @@ async fn uploads_store_the_file_and_its_metadata() {
         .problem(422, "empty");
     app.upload(id, "text/plain", b"x".to_vec(), Some("../etc/passwd"))
         .await
-        .problem(422, "file name");
+        .problem(422, "file_name must be");
     app.upload(999, "text/plain", b"x".to_vec(), None)
         .await
         .problem(404, "book 999");
