@@ -415,12 +415,17 @@ pub trait PaymentProvider: Send + Sync {
     ) -> Result<PaymentNotification>;
 }
 
-/// Password hashing. Slow on purpose; implementations keep it off the async workers.
+/// Password hashing. Slow on purpose; implementations keep it off the async workers and
+/// bound how many hashes run at once: [`Error::Unavailable`] when too many are waiting.
 #[async_trait]
 pub trait PasswordHasher: Send + Sync {
     async fn hash(&self, password: &Password) -> Result<String>;
     /// True when `password` matches `hash`; false for a wrong password or unreadable hash.
-    async fn verify(&self, password: &str, hash: &str) -> bool;
+    async fn verify(&self, password: &str, hash: &str) -> Result<bool>;
+    /// Does the work of a failed [`verify`](Self::verify) for a sign-in whose account does
+    /// not exist, so that answer takes as long as a wrong password's and timing does not
+    /// tell which accounts exist.
+    async fn verify_unknown(&self, password: &str) -> Result<()>;
 }
 
 /// Signed bearer tokens with expiry.

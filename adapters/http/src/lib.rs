@@ -31,19 +31,25 @@ use std::time::Duration;
 use folio_domain::ports::Readiness;
 use folio_domain::services::Bookstore;
 use poem::endpoint::BoxEndpoint;
-use poem::listener::TcpAcceptor;
+use poem::http::header;
 use poem::middleware::CatchPanic;
-use poem::{get, EndpointExt, Route, Server};
+use poem::middleware::SetHeader;
+use poem::{get, EndpointExt, Route};
 
+mod allow;
 pub mod api;
 pub mod auth;
+pub mod limits;
 pub mod metrics;
 mod ops;
 pub mod problem;
+pub mod server;
 
 pub use api::SIGNATURE_HEADER;
 pub use auth::{Argon2Hasher, HmacTokens};
+pub use limits::{AuthLimiter, AuthLimits, Rate};
 pub use metrics::HttpMetrics;
+pub use server::{serve_with, ServeOptions};
 
 /// Renders extra Prometheus text (worker counters, outbox backlog...) appended to
 /// `/metrics`. Called on every scrape, so it should only read counters.
@@ -65,7 +71,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             addr: "127.0.0.1:8080".into(),
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout: ServeOptions::DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct HttpState {
     pub extra_metrics: Option<MetricsFn>,
     /// Live figures for `/api/v1/admin/pipeline`.
     pub pipeline: Option<api::SharedProbe>,
+    /// Rate limits on sign-in and registration.
+    pub auth_limits: AuthLimits,
 }
 
 impl HttpState {
@@ -89,6 +97,7 @@ impl HttpState {
             readiness: Vec::new(),
             extra_metrics: None,
             pipeline: None,
+            auth_limits: AuthLimits::default(),
         }
     }
 }
@@ -115,12 +124,15 @@ pub fn app(state: HttpState) -> BoxEndpoint<'static> {
         .data(state.pipeline)
         .data(ops::Checks(Arc::new(state.readiness)))
         .data(ExtraMetrics(state.extra_metrics))
+        .data(AuthLimiter::new(state.auth_limits))
         .data(metrics)
         .with(
             CatchPanic::new()
                 .with_handler(|p: Box<dyn std::any::Any + Send>| problem::render_panic(&*p)),
         )
         .around(problem::problem_boundary)
+        // No response, problems and downloads included, is to be sniffed as another type.
+        .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .around(move |ep, req| metrics::observe(observed.clone(), ep, req))
         .boxed()
 }
@@ -133,17 +145,19 @@ pub fn openapi_json() -> String {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting connections
-/// and lets in-flight requests finish for up to `drain_timeout`.
+/// and lets in-flight requests finish for up to `drain_timeout`. Header-read and idle
+/// timeouts are [`ServeOptions`]' defaults; [`serve_with`] chooses them.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: BoxEndpoint<'static>,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> std::io::Result<()> {
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown, Some(drain_timeout))
-        .await
+    let options = ServeOptions {
+        drain_timeout,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, app, shutdown, options).await
 }
 
 /// Binds `config.addr` and serves `app` until `shutdown` resolves (see [`serve_on`]).

@@ -14,7 +14,9 @@ use poem::error::{MethodNotAllowedError, NotFoundError, ResponseError};
 use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::error::{AuthorizationError, ParseRequestPayloadError};
-use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OperationId};
 use tracing::{error, warn};
@@ -61,6 +63,8 @@ pub struct ApiError {
     kind: &'static str,
     title: &'static str,
     detail: String,
+    /// Seconds for `Retry-After`, when the status calls for one (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -76,7 +80,27 @@ impl ApiError {
             kind,
             title,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Sends `Retry-After: secs` with the problem.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
+    fn response(&self, instance: Option<&str>) -> Response {
+        let mut resp = problem_response(&self.problem(instance));
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 
     pub fn status(&self) -> StatusCode {
@@ -176,7 +200,7 @@ impl ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        problem_response(&self.problem(None))
+        self.response(None)
     }
 }
 
@@ -233,6 +257,93 @@ impl<S> From<Refusal<S>> for poem::Error {
     }
 }
 
+/// A problem as folio answers it with `status`, for the OpenAPI document's examples.
+fn example(status: u16) -> Problem {
+    let folio = |kind: &str, title: &str, detail: &str, instance: &str| Problem {
+        kind: format!("urn:folio:problem:{kind}"),
+        title: title.into(),
+        status,
+        detail: detail.into(),
+        instance: Some(instance.into()),
+    };
+    let plain = |detail: &str, instance: &str| Problem {
+        kind: "about:blank".into(),
+        title: StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error")
+            .into(),
+        status,
+        detail: detail.into(),
+        instance: Some(instance.into()),
+    };
+    match status {
+        400 => plain(
+            "the request body is invalid: field `title` must be a string, got 123",
+            "/api/v1/books",
+        ),
+        401 => folio(
+            "unauthenticated",
+            "Unauthenticated",
+            "the bearer token expired at 2025-03-01T22:00:00+00:00; sign in again",
+            "/api/v1/auth/me",
+        ),
+        402 => folio(
+            "payment-required",
+            "Payment required",
+            "buy book 7 before downloading it",
+            "/api/v1/books/7/download",
+        ),
+        403 => folio(
+            "forbidden",
+            "Forbidden",
+            "this endpoint needs the ADMIN role",
+            "/api/v1/books",
+        ),
+        404 => folio(
+            "not-found",
+            "Not found",
+            "book 7 not found",
+            "/api/v1/books/7",
+        ),
+        409 => folio(
+            "duplicate",
+            "Already exists",
+            "you have already bought this book",
+            "/api/v1/books/7/purchase",
+        ),
+        413 => folio(
+            "too-large",
+            "Payload too large",
+            "the file is larger than 67108864 bytes",
+            "/api/v1/books/7/file",
+        ),
+        415 => plain(
+            "the `Content-Type` requested by the client is not supported: text/plain",
+            "/api/v1/books",
+        ),
+        429 => folio(
+            "rate-limited",
+            "Too many requests",
+            "too many sign-in or registration attempts for this account; retry in 12 s",
+            "/api/v1/auth/login",
+        ),
+        500 => folio(
+            "internal",
+            "Internal server error",
+            "an unexpected error occurred; it has been logged",
+            "/api/v1/books",
+        ),
+        503 => folio(
+            "unavailable",
+            "Service unavailable",
+            "database is unavailable; retry shortly",
+            "/api/v1/books",
+        ),
+        _ => <Problem as poem_openapi::types::Example>::example(),
+    }
+}
+
 /// What each status means, in the words of folio's API.
 fn meaning(status: u16) -> &'static str {
     match status {
@@ -243,10 +354,11 @@ fn meaning(status: u16) -> &'static str {
         404 => "The book, or the caller's review or rating of it, does not exist.",
         409 => "It conflicts with what exists: already bought, reviewed or rated, or the e-mail is taken.",
         413 => "The body is larger than this operation accepts.",
+        429 => "Too many sign-in or registration attempts for this account or from this address; retry after Retry-After seconds.",
         415 => "The body's content type is not the one this operation takes.",
         422 => "The request parses but breaks a rule; the detail names every one.",
         500 => "An unexpected failure; it has been logged.",
-        503 => "The database or the event bus does not answer; retry after Retry-After seconds.",
+        503 => "The database or the event bus does not answer, or too many passwords are being checked; retry after Retry-After seconds.",
         _ => "The problem says what went wrong.",
     }
 }
@@ -271,14 +383,19 @@ impl<S: Statuses> ApiResponse for Refusal<S> {
                 status_range: None,
                 content: vec![MetaMediaType {
                     content_type: PROBLEM_JSON,
-                    schema: Problem::schema_ref(),
+                    // The Problem schema, with an example of this status.
+                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        all_of: vec![Problem::schema_ref()],
+                        example: Some(example(status).to_json().unwrap_or_default()),
+                        ..MetaSchema::ANY
+                    })),
                 }],
                 headers: match status {
                     401 => vec![header(
                         "WWW-Authenticate",
                         "The scheme to authenticate with.",
                     )],
-                    503 => vec![header("Retry-After", "Seconds to wait before retrying.")],
+                    429 | 503 => vec![header("Retry-After", "Seconds to wait before retrying.")],
                     _ => vec![],
                 },
             })
@@ -301,8 +418,8 @@ pub type Answer<T, S> = Result<T, Refusal<S>>;
 /// Turns any error that reached the edge into a problem response for `path`.
 pub fn render_error(err: poem::Error, method: &str, path: &str) -> Response {
     let operation = err.data::<OperationId>().copied();
-    let problem = if let Some(api) = err.downcast_ref::<ApiError>() {
-        api.problem(Some(path))
+    let mut resp = if let Some(api) = err.downcast_ref::<ApiError>() {
+        api.response(Some(path))
     } else {
         let status = err.status();
         let detail = if err.is::<AuthorizationError>() {
@@ -319,15 +436,22 @@ pub fn render_error(err: poem::Error, method: &str, path: &str) -> Response {
         } else {
             err.to_string()
         };
-        Problem {
+        let problem = Problem {
             kind: "about:blank".into(),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail,
             instance: Some(path.to_owned()),
+        };
+        let mut resp = problem_response(&problem);
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 §15.5.6: a 405 lists the methods the resource takes.
+            if let Some(allow) = crate::allow::for_path(path) {
+                resp.headers_mut().insert(header::ALLOW, allow);
+            }
         }
+        resp
     };
-    let mut resp = problem_response(&problem);
     // Keep the operation id so the metrics layer can still label the request.
     if let Some(op) = operation {
         resp.set_data(op);

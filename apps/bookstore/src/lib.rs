@@ -340,6 +340,7 @@ impl Starter {
             readiness,
             extra_metrics: Some(metrics),
             pipeline: Some(Arc::new(probe)),
+            auth_limits: folio_http::AuthLimits::default(),
         };
         let listener_addr = args.http_addr.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

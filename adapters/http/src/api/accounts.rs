@@ -2,11 +2,13 @@
 
 use folio_domain::services::Bookstore;
 use poem::web::Data;
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{LoginRequest, RegisterRequest, TokenResponse, UserResponse};
 use super::{ApiTags, BearerAuth, JsonBody};
+use crate::limits::AuthLimiter;
 use crate::problem::Answer;
 
 /// Accounts and tokens.
@@ -21,9 +23,9 @@ enum Registered {
 
 crate::statuses! {
     /// `register`
-    Register = [400, 409, 413, 415, 422];
+    Register = [400, 409, 413, 415, 422, 429];
     /// `login`
-    Login = [400, 401, 413, 415];
+    Login = [400, 401, 413, 415, 429];
     /// `me`
     Me = [401];
 }
@@ -33,13 +35,17 @@ impl AccountsApi {
     /// Register a reader
     ///
     /// Creates an account with the USER role and returns a bearer token for it. 409 when
-    /// the e-mail is taken, 422 when a field breaks a rule.
+    /// the e-mail is taken, 422 when a field breaks a rule, 429 past the rate limits
+    /// (per e-mail and per client address, shared with sign-in).
     #[oai(path = "/register", method = "post", operation_id = "register")]
     async fn register(
         &self,
         store: Data<&Bookstore>,
+        limiter: Data<&AuthLimiter>,
+        req: &Request,
         body: JsonBody<RegisterRequest>,
     ) -> Answer<Registered, Register> {
+        limiter.check(&body.email, client_ip(req))?;
         let token = store
             .register(&body.email, &body.password, &body.display_name)
             .await?;
@@ -48,13 +54,17 @@ impl AccountsApi {
 
     /// Sign in
     ///
-    /// Returns a bearer token. A wrong e-mail and a wrong password get the same 401.
+    /// Returns a bearer token. A wrong e-mail and a wrong password get the same 401, in
+    /// the same time. 429 past the rate limits (per e-mail and per client address).
     #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
         store: Data<&Bookstore>,
+        limiter: Data<&AuthLimiter>,
+        req: &Request,
         body: JsonBody<LoginRequest>,
     ) -> Answer<Json<TokenResponse>, Login> {
+        limiter.check(&body.email, client_ip(req))?;
         let token = store.login(&body.email, &body.password).await?;
         Ok(Json(token.into()))
     }
@@ -68,4 +78,11 @@ impl AccountsApi {
     ) -> Answer<Json<UserResponse>, Me> {
         Ok(Json(store.me(auth.0).await?.into()))
     }
+}
+
+/// The address of the peer that connected: the per-client limit counts it. Behind a reverse
+/// proxy this is the proxy; forwarded headers are not trusted, since any client can send
+/// them.
+fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.remote_addr().as_socket_addr().map(|a| a.ip())
 }

@@ -123,12 +123,16 @@ pub struct PipelineResponse {
     pub message: String,
     pub now: Timestamp,
     /// The newest window with a stored per-window row.
+    #[oai(nullable)]
     pub newest_window: Option<WindowBounds>,
     /// Seconds since the newest stored window ended.
+    #[oai(nullable)]
     pub newest_window_age_seconds: Option<f64>,
     /// The oldest accepted view or download no stored window covers yet.
+    #[oai(nullable)]
     pub pending_since: Option<Timestamp>,
     /// The latest view or download this process accepted.
+    #[oai(nullable)]
     pub last_event_at: Option<Timestamp>,
     pub window_seconds: f64,
     pub grace_seconds: f64,
@@ -137,13 +141,18 @@ pub struct PipelineResponse {
     pub window_source: String,
     /// How old a pending event may get before the pipeline counts as stalled.
     pub stall_after_seconds: f64,
+    #[oai(nullable)]
     pub spool: Option<SpoolStatus>,
+    #[oai(nullable)]
     pub ingest: Option<IngestStatus>,
     /// Null when the analytics service runs in another process (see its `/metrics`).
+    #[oai(nullable)]
     pub analytics: Option<AnalyticsStatus>,
+    #[oai(nullable)]
     pub outbox_backlog: Option<u64>,
     /// Events on the bus not yet committed by `analytics-service-group`; null on Kafka
     /// (`kafka-consumer-groups.sh --describe --group analytics-service-group` shows it).
+    #[oai(nullable)]
     pub analytics_lag: Option<u64>,
     pub dead_letters: Vec<DeadLetterCount>,
 }
@@ -163,13 +172,16 @@ pub struct GenreResponse {
     pub reviews: i64,
     pub ratings: i64,
     /// Mean of current ratings; null without ratings.
+    #[oai(nullable)]
     pub average_rating: Option<f64>,
 }
 
 /// Every genre with activity in the range, most viewed first.
 #[derive(Debug, Clone, Object)]
 pub struct GenresResponse {
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     pub genres: Vec<GenreResponse>,
 }

@@ -59,7 +59,7 @@ impl AnalyticsApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         /// Windows starting at or after this time (RFC 3339).
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
@@ -85,7 +85,7 @@ impl AnalyticsApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         /// Windows starting at or after this time (RFC 3339).
         from: Query<Option<DateTime<Utc>>>,
         /// Windows starting before this time (RFC 3339).
@@ -165,7 +165,10 @@ impl AnalyticsApi {
         store: Data<&Bookstore>,
         auth: BearerAuth,
         /// How many books, 1 to 100.
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
         limit: Query<u32>,
         /// The figure to rank by.
         #[oai(default = "default_sort")]

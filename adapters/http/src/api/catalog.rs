@@ -88,8 +88,10 @@ impl CatalogApi {
         &self,
         store: Data<&Bookstore>,
         /// 1-based page number (default 1).
+        #[oai(validator(minimum(value = "1"), maximum(value = "4294967295")))]
         page: Query<Option<u32>>,
         /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<Option<u32>>,
         /// Only books of this genre.
         genre: Query<Option<String>>,
@@ -111,7 +113,7 @@ impl CatalogApi {
         &self,
         store: Data<&Bookstore>,
         auth: MaybeAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
     ) -> Answer<Json<BookResponse>, GetBook> {
         let book = store.view_book(book_id(id.0)?, auth.0).await?;
         Ok(Json(book.into()))
@@ -136,7 +138,7 @@ impl CatalogApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         body: JsonBody<BookRequest>,
     ) -> Answer<Json<BookResponse>, UpdateBook> {
         let id = book_id(id.0)?;
@@ -150,7 +152,7 @@ impl CatalogApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
     ) -> Answer<BookDeleted, DeleteBook> {
         store.delete_book(auth.0, book_id(id.0)?).await?;
         Ok(BookDeleted::NoContent)
@@ -166,7 +168,7 @@ impl CatalogApi {
         store: Data<&Bookstore>,
         req: &Request,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         /// The name downloads get (default `book-<id>.<ext>`).
         file_name: Query<Option<String>>,
         body: RawBody,

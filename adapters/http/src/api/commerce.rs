@@ -77,15 +77,19 @@ fn chunk_stream(
     })
 }
 
-/// `attachment; filename="..."`, plus RFC 6266's `filename*` when the name is not ASCII.
+/// `attachment; filename="..."` (RFC 6266), plus `filename*=UTF-8''...` (RFC 5987) when
+/// the name is not plain printable ASCII. The quoted fallback keeps printable ASCII only
+/// and never a quote or backslash, so even a name stored before uploads were checked
+/// cannot break out of the parameter or the header.
 fn content_disposition(file_name: &str) -> String {
-    if file_name.is_ascii() {
-        return format!("attachment; filename=\"{file_name}\"");
-    }
+    let plain = |c: char| (' '..='~').contains(&c) && c != '"' && c != '\\';
     let fallback: String = file_name
         .chars()
-        .map(|c| if c.is_ascii() { c } else { '_' })
+        .map(|c| if plain(c) { c } else { '_' })
         .collect();
+    if fallback == file_name {
+        return format!("attachment; filename=\"{file_name}\"");
+    }
     let mut encoded = String::new();
     for b in file_name.bytes() {
         if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
@@ -97,10 +101,36 @@ fn content_disposition(file_name: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
+/// What every download says besides its type: save it, never sniff it, and if a browser
+/// shows it anyway (a user opening the URL), render it sandboxed, without scripts and
+/// without the API's origin. So an uploaded `text/html` file cannot run on this origin.
+const DOWNLOAD_CSP: &str = "sandbox; default-src 'none'";
+
+/// The media types a download is sent with: the uploaded type when it is one of these book
+/// formats, which no browser runs, and `application/octet-stream` for anything else (an
+/// HTML, SVG, XML, JSON or script upload included), so the bytes are never interpreted
+/// as anything but a file to save.
+pub const DOWNLOAD_TYPES: [&str; 6] = [
+    "application/octet-stream",
+    "application/pdf",
+    "application/epub+zip",
+    "application/x-mobipocket-ebook",
+    "application/vnd.amazon.ebook",
+    "application/zip",
+];
+
+fn download_type(stored: &str) -> &'static str {
+    let essence = stored.split(';').next().unwrap_or("").trim();
+    DOWNLOAD_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(essence))
+        .copied()
+        .unwrap_or(DOWNLOAD_TYPES[0])
+}
+
 impl IntoResponse for FileDownload {
     fn into_response(self) -> Response {
-        let content_type = HeaderValue::from_str(&self.info.content_type)
-            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+        let content_type = download_type(&self.info.content_type);
         let mut resp = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
@@ -108,6 +138,8 @@ impl IntoResponse for FileDownload {
                 header::CONTENT_DISPOSITION,
                 content_disposition(&self.info.file_name),
             )
+            .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+            .header(header::CONTENT_SECURITY_POLICY, DOWNLOAD_CSP)
             .body(Body::from_bytes_stream(chunk_stream(self.chunks)));
         if let Ok(len) = u64::try_from(self.info.size_bytes) {
             resp.headers_mut()
@@ -117,27 +149,46 @@ impl IntoResponse for FileDownload {
     }
 }
 
+fn header(name: &str, description: &str) -> MetaHeader {
+    MetaHeader {
+        name: name.into(),
+        description: Some(description.into()),
+        required: true,
+        deprecated: false,
+        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+    }
+}
+
 impl ApiResponse for FileDownload {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![MetaResponse {
-                description: "The book's file, with the media type it was uploaded with.",
+                description: "The book's file, always as an attachment: with the media type \
+                              it was uploaded with when that is a book format listed here, \
+                              as application/octet-stream otherwise.",
                 status: Some(200),
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: "application/octet-stream",
-                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
-                        format: Some("binary"),
-                        ..MetaSchema::new("string")
-                    })),
-                }],
-                headers: vec![MetaHeader {
-                    name: "Content-Disposition".into(),
-                    description: Some("attachment; filename=\"...\"".into()),
-                    required: true,
-                    deprecated: false,
-                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
-                }],
+                content: DOWNLOAD_TYPES
+                    .iter()
+                    .map(|content_type| MetaMediaType {
+                        content_type,
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+                            format: Some("binary"),
+                            ..MetaSchema::new("string")
+                        })),
+                    })
+                    .collect(),
+                headers: vec![
+                    header(
+                        "Content-Disposition",
+                        "`attachment; filename=\"...\"`, with `filename*=UTF-8''...` (RFC 5987) for a name that is not plain ASCII.",
+                    ),
+                    header("X-Content-Type-Options", "Always `nosniff`."),
+                    header(
+                        "Content-Security-Policy",
+                        "`sandbox; default-src 'none'`: shown in a browser, the file runs no script and has no origin.",
+                    ),
+                ],
             }],
         }
     }
@@ -170,7 +221,7 @@ impl CommerceApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
     ) -> Answer<PurchaseOutcome, PurchaseBook> {
         let purchase = store.purchase(auth.0, book_id(id.0)?).await?;
         Ok(match purchase.status {
@@ -219,7 +270,7 @@ impl CommerceApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
     ) -> Answer<FileDownload, DownloadBook> {
         Ok(store.download(auth.0, book_id(id.0)?).await?.into())
     }
@@ -230,6 +281,25 @@ mod tests {
     use super::content_disposition;
 
     #[test]
+    fn only_book_formats_keep_their_type() {
+        use super::download_type;
+        assert_eq!(
+            download_type("application/epub+zip"),
+            "application/epub+zip"
+        );
+        assert_eq!(download_type("application/PDF; x=y"), "application/pdf");
+        for other in [
+            "text/html",
+            "image/svg+xml",
+            "application/json",
+            "text/plain",
+            "x/y",
+        ] {
+            assert_eq!(download_type(other), "application/octet-stream", "{other}");
+        }
+    }
+
+    #[test]
     fn content_disposition_quotes_and_encodes() {
         assert_eq!(
             content_disposition("dune.epub"),
@@ -238,6 +308,15 @@ mod tests {
         assert_eq!(
             content_disposition("é.txt"),
             "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"
+        );
+        // Names stored before uploads were checked still make a safe header.
+        assert_eq!(
+            content_disposition("a\"b\r\n.txt"),
+            "attachment; filename=\"a_b__.txt\"; filename*=UTF-8''a%22b%0D%0A.txt"
+        );
+        assert_eq!(
+            content_disposition("my book.pdf"),
+            "attachment; filename=\"my book.pdf\""
         );
     }
 }

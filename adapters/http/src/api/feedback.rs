@@ -52,7 +52,7 @@ impl FeedbackApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         body: JsonBody<ReviewRequest>,
     ) -> Answer<ReviewCreated, CreateReview> {
         let review = store
@@ -73,7 +73,7 @@ impl FeedbackApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         body: JsonBody<ReviewRequest>,
     ) -> Answer<Json<ReviewUpdateResponse>, UpdateMyReview> {
         let update = store
@@ -87,10 +87,12 @@ impl FeedbackApi {
     async fn list_reviews(
         &self,
         store: Data<&Bookstore>,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         /// 1-based page number (default 1).
+        #[oai(validator(minimum(value = "1"), maximum(value = "4294967295")))]
         page: Query<Option<u32>>,
         /// Page size, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         per_page: Query<Option<u32>>,
     ) -> Answer<Json<ReviewPage>, ListReviews> {
         let id = book_id(id.0)?;
@@ -106,7 +108,7 @@ impl FeedbackApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         body: JsonBody<RatingRequest>,
     ) -> Answer<RatingCreated, CreateRating> {
         let rating = store.rate(auth.0, book_id(id.0)?, body.rating).await?;
@@ -126,7 +128,7 @@ impl FeedbackApi {
         &self,
         store: Data<&Bookstore>,
         auth: BearerAuth,
-        id: Path<i64>,
+        #[oai(validator(minimum(value = "1")))] id: Path<i64>,
         body: JsonBody<RatingRequest>,
     ) -> Answer<Json<RatingUpdateResponse>, UpdateMyRating> {
         let update = store

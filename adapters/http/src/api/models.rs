@@ -218,9 +218,12 @@ pub struct BookRequest {
     /// Optional; up to 10000 characters.
     #[oai(default)]
     pub description: String,
-    /// The price in cents; 0 makes the book free to download.
+    /// The price in cents, 0 to 1000000000 (10,000,000.00); 0 makes the book free to
+    /// download.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
     pub price_cents: i64,
     /// Defaults to the store's currency, the only one accepted.
+    #[oai(nullable)]
     pub currency: Option<String>,
 }
 
@@ -267,6 +270,7 @@ pub struct BookResponse {
     /// True when the price is zero: anyone signed in may download it.
     pub free: bool,
     /// The uploaded file, or null before an upload.
+    #[oai(nullable)]
     pub file: Option<FileInfoResponse>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -343,8 +347,10 @@ pub struct PurchaseResponse {
     pub price: MoneyBody,
     pub status: ApiPurchaseStatus,
     /// The payment provider's reference, once it has one.
+    #[oai(nullable)]
     pub payment_ref: Option<String>,
     pub created_at: Timestamp,
+    #[oai(nullable)]
     pub completed_at: Option<Timestamp>,
 }
 
@@ -448,6 +454,7 @@ impl From<Page<Review>> for ReviewPage {
 #[oai(example)]
 pub struct RatingRequest {
     /// 1 to 5 stars.
+    #[oai(validator(minimum(value = "1"), maximum(value = "5")))]
     pub rating: i64,
 }
 
@@ -526,19 +533,24 @@ pub struct FiguresResponse {
     pub reviews: i64,
     pub review_updates: u64,
     /// Mean length of current review texts, in characters; null without reviews.
+    #[oai(nullable)]
     pub average_review_length: Option<f64>,
     /// Ratings that exist.
     pub ratings: i64,
     /// Rating submissions, creates and updates.
     pub rating_events: u64,
     /// Mean of current ratings; null without ratings.
+    #[oai(nullable)]
     pub average_rating: Option<f64>,
     pub rating_distribution: RatingDistribution,
     pub unique_viewers: u64,
     pub unique_downloaders: u64,
     pub unique_purchasers: u64,
+    #[oai(nullable)]
     pub first_view_at: Option<Timestamp>,
+    #[oai(nullable)]
     pub last_view_at: Option<Timestamp>,
+    #[oai(nullable)]
     pub last_purchase_at: Option<Timestamp>,
 }
 
@@ -586,7 +598,9 @@ fn currency_of(recorded: Option<&str>, store: Currency) -> Currency {
 pub struct BookStatsResponse {
     pub book_id: i64,
     /// The range asked for; null ends are open.
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     #[oai(flatten)]
     pub figures: FiguresResponse,
@@ -627,7 +641,9 @@ impl BookWindowResponse {
 #[derive(Debug, Clone, Object)]
 pub struct BookHistoryResponse {
     pub book_id: i64,
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     pub windows: Vec<BookWindowResponse>,
 }
@@ -652,14 +668,18 @@ pub struct TopGenreResponse {
 /// The system overview over a range of windows.
 #[derive(Debug, Clone, Object)]
 pub struct OverviewResponse {
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     /// Every book's figures added up.
     pub totals: FiguresResponse,
     /// Distinct users behind any event.
     pub unique_users: u64,
     pub books_with_activity: u64,
+    #[oai(nullable)]
     pub most_popular_book: Option<TopBookResponse>,
+    #[oai(nullable)]
     pub top_genre: Option<TopGenreResponse>,
 }
 
@@ -709,7 +729,9 @@ impl OverviewWindowResponse {
 /// The overview per window, oldest first.
 #[derive(Debug, Clone, Object)]
 pub struct OverviewHistoryResponse {
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     pub windows: Vec<OverviewWindowResponse>,
 }
@@ -769,7 +791,9 @@ impl PopularBookResponse {
 pub struct PopularResponse {
     pub sort_by: SortBy,
     pub limit: u32,
+    #[oai(nullable)]
     pub from: Option<Timestamp>,
+    #[oai(nullable)]
     pub to: Option<Timestamp>,
     pub items: Vec<PopularBookResponse>,
 }

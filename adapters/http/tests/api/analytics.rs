@@ -362,10 +362,10 @@ async fn bad_statistics_queries_are_problems() {
         .problem(400, "sort_by");
     app.get_as(admin, "/api/v1/admin/analytics/popular?limit=0")
         .await
-        .problem(422, "limit");
+        .problem(400, "parameter `limit`: verification failed. minimum(1");
     app.get_as(admin, "/api/v1/admin/analytics/popular?limit=101")
         .await
-        .problem(422, "limit");
+        .problem(400, "parameter `limit`: verification failed. maximum(100");
     app.get_as(admin, "/api/v1/admin/analytics/overview?from=yesterday")
         .await
         .problem(400, "from");

@@ -78,10 +78,14 @@ async fn ratings_are_one_to_five_and_updates_carry_the_old_value() {
     let (ann, _) = app.reader("ann").await;
     let ratings = format!("/api/v1/books/{id}/ratings");
 
-    for bad in [0, 6, -1] {
+    for (bad, says) in [
+        (0, "at least 1, got 0"),
+        (6, "at most 5, got 6"),
+        (-1, "at least 1"),
+    ] {
         app.post_as(&ann, &ratings, &json!({"rating": bad}))
             .await
-            .problem(422, "between 1 and 5");
+            .problem(400, &format!("field `rating` must be {says}"));
     }
     app.post_as(&ann, &ratings, &json!({"rating": "five"}))
         .await

@@ -11,4 +11,5 @@ mod events;
 mod feedback;
 mod openapi;
 mod ops;
+mod safety;
 mod support;

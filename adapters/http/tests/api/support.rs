@@ -8,7 +8,7 @@ use folio_domain::events::Event;
 use folio_domain::money::Currency;
 use folio_domain::ports::Readiness;
 use folio_domain::services::{Bookstore, BookstoreDeps, StoreConfig};
-use folio_http::{app, Argon2Hasher, HmacTokens, HttpState};
+use folio_http::{app, Argon2Hasher, AuthLimits, HmacTokens, HttpState};
 use folio_memory::{ManualClock, MemoryStore, PaymentMode, RecordingPublisher, SimulatedPayments};
 use poem::endpoint::BoxEndpoint;
 use poem::http::{HeaderMap, StatusCode};
@@ -48,6 +48,8 @@ pub struct Options {
     pub payments: PaymentMode,
     pub readiness: Option<Vec<Arc<dyn Readiness>>>,
     pub pipeline: Option<folio_http::api::SharedProbe>,
+    pub auth_limits: AuthLimits,
+    pub hasher: Argon2Hasher,
 }
 
 impl Default for Options {
@@ -56,6 +58,8 @@ impl Default for Options {
             payments: PaymentMode::Immediate,
             readiness: None,
             pipeline: None,
+            auth_limits: AuthLimits::default(),
+            hasher: Argon2Hasher::fast_for_tests(),
         }
     }
 }
@@ -81,7 +85,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
         stats: s.clone(),
         events: events.clone(),
         payments: Arc::new(SimulatedPayments::new(WEBHOOK_SECRET, opts.payments)),
-        hasher: Arc::new(Argon2Hasher::fast_for_tests()),
+        hasher: Arc::new(opts.hasher),
         tokens: Arc::new(HmacTokens::new(b"token secret for the tests".to_vec()).expect("secret")),
     });
     bookstore
@@ -98,6 +102,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             "# TYPE folio_test_gauge gauge\nfolio_test_gauge 42\n".to_string()
         })),
         pipeline: opts.pipeline,
+        auth_limits: opts.auth_limits,
     };
     let cli = TestClient::new(declared_statuses_only(app(state.clone())));
     let mut app = TestApp {
