@@ -200,6 +200,17 @@ impl RunningBookstore {
     }
 }
 
+/// Webhook mode needs the provider's secret: a random one would refuse every real
+/// notification, silently.
+fn webhook_secret_is_set(args: &BookstoreArgs) -> anyhow::Result<()> {
+    if matches!(args.payments, Payments::Webhook) && args.webhook_secret.is_none() {
+        anyhow::bail!(
+            "FOLIO_PAYMENTS=webhook needs FOLIO_PAYMENT_WEBHOOK_SECRET, the secret the payment provider signs webhooks with"
+        );
+    }
+    Ok(())
+}
+
 /// Builds and starts the bookstore role.
 pub struct Starter;
 
@@ -255,6 +266,7 @@ impl Starter {
         faults: &FaultArgs,
     ) -> anyhow::Result<RunningBookstore> {
         let currency = Currency::parse(&args.currency).context("FOLIO_CURRENCY")?;
+        webhook_secret_is_set(args)?;
         let options = folio_sql::SqlOptions {
             stats_retention: args.stats_retention.0,
         };
@@ -538,6 +550,23 @@ mod tests {
     fn retention_of(args: &[&str]) -> Result<Retention, clap::Error> {
         Cli::try_parse_from(std::iter::once("folio-bookstore").chain(args.iter().copied()))
             .map(|c| c.bookstore.stats_retention)
+    }
+
+    #[test]
+    fn webhook_mode_needs_its_secret() {
+        let args = |extra: &[&str]| {
+            Cli::try_parse_from(std::iter::once("folio-bookstore").chain(extra.iter().copied()))
+                .expect("parses")
+                .bookstore
+        };
+        let err = webhook_secret_is_set(&args(&["--payments", "webhook"])).expect_err("refused");
+        assert!(
+            err.to_string().contains("FOLIO_PAYMENT_WEBHOOK_SECRET"),
+            "{err}"
+        );
+        let with_secret = args(&["--payments", "webhook", "--webhook-secret", "s3cret"]);
+        assert!(webhook_secret_is_set(&with_secret).is_ok());
+        assert!(webhook_secret_is_set(&args(&[])).is_ok());
     }
 
     #[test]
