@@ -655,8 +655,10 @@ impl KafkaEnv {
             .collect()
     }
 
-    /// Waits until Kafka's tool shows `group` with a commit on every partition and no lag,
-    /// and returns what it showed.
+    /// Waits until Kafka's tool shows `group` settled on every partition, and returns what
+    /// it showed: for most groups, a commit with no lag; for the analytics group, a commit
+    /// at [`settled_commit`] of the log end, since it keeps its duplicate horizon behind its
+    /// position (docs/decisions.md, 14).
     pub async fn await_zero_lag(
         &self,
         cfg: &KafkaConfig,
@@ -668,10 +670,12 @@ impl KafkaEnv {
         loop {
             let rows = self.describe_group(cfg, group).await;
             if let Ok(rows) = &rows {
+                let analytics = group == folio_analytics::GROUP;
                 let settled = rows.len() == partitions
-                    && rows
-                        .iter()
-                        .all(|r| r.lag == Some(0) && r.current_offset == r.log_end_offset);
+                    && rows.iter().all(|r| match r.log_end_offset {
+                        Some(end) if analytics => r.current_offset == Some(settled_commit(end)),
+                        _ => r.lag == Some(0) && r.current_offset == r.log_end_offset,
+                    });
                 if settled {
                     return Ok(rows.clone());
                 }
@@ -843,4 +847,13 @@ mod tests {
         assert!(parse_table("Error: no such group", "CURRENT-OFFSET").is_err());
         Ok(())
     }
+}
+
+/// Where the analytics group commits a partition it has read to `log_end` with every window
+/// closed: the start of the duplicate scope of the next record (never before offset 0), so
+/// a new owner re-reads the ids of that scope first. The default horizon is assumed.
+pub fn settled_commit(log_end: i64) -> i64 {
+    folio_domain::analytics::WindowSpec::new(Duration::from_secs(1), Duration::ZERO)
+        .map(|spec| spec.dedup_scope_start(log_end).max(0))
+        .unwrap_or(0)
 }
