@@ -830,6 +830,15 @@ impl PgEnv {
     }
 }
 
+/// Where the analytics group commits a partition it has read to `log_end` with every window
+/// closed: the start of the duplicate scope of the next record (never before offset 0), so
+/// a new owner re-reads the ids of that scope first. The default horizon is assumed.
+pub fn settled_commit(log_end: i64) -> i64 {
+    folio_domain::analytics::WindowSpec::new(Duration::from_secs(1), Duration::ZERO)
+        .map(|spec| spec.dedup_scope_start(log_end).max(0))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,13 +856,4 @@ mod tests {
         assert!(parse_table("Error: no such group", "CURRENT-OFFSET").is_err());
         Ok(())
     }
-}
-
-/// Where the analytics group commits a partition it has read to `log_end` with every window
-/// closed: the start of the duplicate scope of the next record (never before offset 0), so
-/// a new owner re-reads the ids of that scope first. The default horizon is assumed.
-pub fn settled_commit(log_end: i64) -> i64 {
-    folio_domain::analytics::WindowSpec::new(Duration::from_secs(1), Duration::ZERO)
-        .map(|spec| spec.dedup_scope_start(log_end).max(0))
-        .unwrap_or(0)
 }
