@@ -285,7 +285,21 @@ async fn expect_ok(
     token: Option<&str>,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let (s, v) = shared.call(method, path, token, body).await?;
+    // Sign-ins and registrations are rate limited per client address: wait as told.
+    let mut waited = 0;
+    let (s, v) = loop {
+        let (s, v) = shared
+            .call(method.clone(), path, token, body.clone())
+            .await?;
+        if s != StatusCode::TOO_MANY_REQUESTS || waited == 120 {
+            break (s, v);
+        }
+        waited += 1;
+        if waited == 1 {
+            eprintln!("{what}: rate limited by the bookstore (429); waiting and retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     if !s.is_success() {
         bail!("{what}: {s} {}", v["detail"].as_str().unwrap_or(""));
     }
