@@ -201,8 +201,7 @@ async fn poison_records_go_to_the_dead_letter_topic_with_their_origin_and_consum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn committed_offsets_survive_a_restart_and_kafkas_tool_shows_them() -> anyhow::Result<()>
-{
+async fn committed_offsets_survive_a_restart_and_kafkas_tool_shows_them() -> anyhow::Result<()> {
     let kafka = kafka().await;
     let pg = postgres().await;
     let mut stack = Stack::start(&kafka, &pg, "restart", WINDOW, GRACE).await?;
