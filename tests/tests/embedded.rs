@@ -36,14 +36,26 @@ async fn admin_endpoints_refuse_anonymous_and_user_tokens_and_bad_input_stores_n
         assert_eq!(user.status, 403, "{path}");
         assert_eq!(user.body["status"], json!(403));
     }
+    // Two of the domain's rules broken at once (a blank title, a foreign currency): 422
+    // naming both. A negative price breaks the schema itself: 400 naming the field.
     let bad = app
-        .call("POST", "/books", Some(&app.admin_token), Some(json!({"title": "", "author": "X", "genre": "Y", "price_cents": -5, "currency": "USD"})))
+        .call("POST", "/books", Some(&app.admin_token), Some(json!({"title": "", "author": "X", "genre": "Y", "price_cents": 5, "currency": "EUR"})))
         .await?;
     assert_eq!(bad.status, 422, "{bad:?}");
     let detail = bad.body["detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("title") && detail.contains("price_cents"),
+        detail.contains("title") && detail.contains("currency"),
         "names the problems: {detail}"
+    );
+    let negative = app
+        .call("POST", "/books", Some(&app.admin_token), Some(json!({"title": "T", "author": "X", "genre": "Y", "price_cents": -5, "currency": "USD"})))
+        .await?;
+    assert_eq!(negative.status, 400, "{negative:?}");
+    assert!(
+        negative.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("price_cents")),
+        "{negative:?}"
     );
     let list = app.call("GET", "/books", None, None).await?;
     assert_eq!(list.body["total"], json!(0), "nothing stored");
