@@ -33,8 +33,8 @@ pub const HOW_TO_KAFKA: &str = "set KAFKA_BOOTSTRAP=host:port (scripts/kafka-loc
      127.0.0.1:19092), or run scripts/test, which provides one";
 /// How to give the cluster tests a cluster of three brokers they may kill and restart.
 pub const HOW_TO_CLUSTER: &str = "set FOLIO_TEST_KAFKA_CLUSTER to the bootstrap list of a \
-     three-node cluster run by scripts/kafka-local (KAFKA_BROKERS=3 KAFKA_PORT=39092 \
-     scripts/kafka-local start prints 127.0.0.1:39092,127.0.0.1:39192,127.0.0.1:39292; the \
+     three-node cluster run by scripts/kafka-local (KAFKA_BROKERS=3 KAFKA_PORT=25092 \
+     scripts/kafka-local start prints 127.0.0.1:25092,127.0.0.1:25192,127.0.0.1:25292; the \
      tests kill and restart its nodes with the same script, so the list must be the one it \
      printed), or run scripts/test, which starts one";
 /// How to give the security tests the broker's secured listeners.
