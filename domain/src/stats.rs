@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use crate::analytics::{Aggregate, Sketch};
 use crate::ids::BookId;
 use crate::money::Money;
-use crate::topics::Topic;
 use crate::Error;
 
+pub mod figures;
+pub mod rank;
 pub mod upsert;
+use figures::{Unique, CURRENCY_TOPIC, MOMENTS, SUMS, UNIQUES};
 pub use upsert::{
     covers, decide_upsert, group_of, upsert_into, AggregateGroup, UpsertDecision, Upserted,
 };
@@ -57,6 +59,26 @@ pub enum PopularSort {
 }
 
 impl PopularSort {
+    /// The figure a popular list is ranked by.
+    pub fn total(self) -> figures::Total {
+        match self {
+            PopularSort::Views => figures::Total::Views,
+            PopularSort::Downloads => figures::Total::Downloads,
+            PopularSort::Purchases => figures::Total::Purchases,
+            PopularSort::Revenue => figures::Total::RevenueCents,
+        }
+    }
+
+    /// The value `p` is ranked by.
+    pub fn of(self, p: &PopularBook) -> i64 {
+        match self {
+            PopularSort::Views => count(p.views),
+            PopularSort::Downloads => count(p.downloads),
+            PopularSort::Purchases => count(p.purchases),
+            PopularSort::Revenue => p.revenue.map_or(0, |m| m.amount_cents),
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, Error> {
         match s {
             "views" => Ok(PopularSort::Views),
@@ -203,11 +225,21 @@ impl GenreStats {
     }
 }
 
-/// Orders a genre breakdown: most views first, ties by genre in byte order, the same order
-/// that picks the overview's top genre.
+/// Orders a genre breakdown by views ([`rank::ORDER`]: ties by genre in byte order), the
+/// order that picks the overview's top genre.
 pub fn rank_genres(mut rows: Vec<GenreStats>) -> Vec<GenreStats> {
-    rows.sort_by(|a, b| b.views.cmp(&a.views).then_with(|| a.genre.cmp(&b.genre)));
+    rows.sort_by(|a, b| {
+        rank::compare(
+            (count(a.views), a.genre.as_str()),
+            (count(b.views), b.genre.as_str()),
+        )
+    });
     rows
+}
+
+/// A count as the metric [`rank`] compares.
+pub fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The newest window the store holds a per-window row for.
@@ -243,76 +275,43 @@ pub struct StatsFold {
 }
 
 impl StatsFold {
+    /// Adds one aggregate by the rules of [`figures`]: its topic decides which figures it
+    /// feeds.
     pub fn add(&mut self, a: &Aggregate) {
-        let f = &a.figures;
-        let b = &mut self.figures;
-        match a.source.topic {
-            Topic::BookViews => {
-                b.views += f.events;
-                b.anonymous_views += f.anonymous;
-                self.viewers.merge(&f.users);
-                b.first_view_at = min_opt(b.first_view_at, f.first_at);
-                b.last_view_at = max_opt(b.last_view_at, f.last_at);
+        let (topic, f) = (a.source.topic, &a.figures);
+        for rule in SUMS.iter().filter(|r| r.topic == topic) {
+            rule.total.add_to(&mut self.figures, rule.value(f));
+        }
+        for rule in MOMENTS.iter().filter(|r| r.topic == topic) {
+            let slot = rule.moment.slot(&mut self.figures);
+            *slot = rule.edge.keep(*slot, rule.edge.of(f));
+        }
+        if let Some(u) = Unique::of_topic(topic) {
+            self.sketch(u).merge(&f.users);
+        }
+        if topic == CURRENCY_TOPIC {
+            if let Some(c) = f.currency {
+                self.currency.get_or_insert_with(|| c.to_string());
             }
-            Topic::BookDownloads => {
-                b.downloads += f.events;
-                self.downloaders.merge(&f.users);
-            }
-            Topic::BookPurchases => {
-                b.purchases += f.events;
-                // Prices are capped (`Money::MAX_PRICE_CENTS`), so this cannot come near
-                // `i64::MAX`; if it ever did, it saturates rather than wraps.
-                b.revenue_cents = b.revenue_cents.saturating_add(f.revenue_cents);
-                self.purchasers.merge(&f.users);
-                b.last_purchase_at = max_opt(b.last_purchase_at, f.last_at);
-                if let Some(c) = f.currency {
-                    self.currency.get_or_insert_with(|| c.to_string());
-                }
-            }
-            Topic::BookReviews => {
-                b.reviews += f.reviews_created as i64;
-                b.review_updates += f.reviews_updated;
-                b.review_length_total += f.review_length_delta;
-            }
-            Topic::BookRatings => {
-                b.ratings += f.ratings_created as i64;
-                b.rating_events += f.ratings_created + f.ratings_updated;
-                b.rating_sum += f.rating_sum_delta;
-                for (d, x) in b
-                    .rating_distribution
-                    .iter_mut()
-                    .zip(f.rating_distribution_delta)
-                {
-                    *d += x;
-                }
-            }
-            Topic::AggregatedStats | Topic::DeadLetters => {}
         }
         self.users.merge(&f.users);
     }
 
+    fn sketch(&mut self, u: Unique) -> &mut Sketch {
+        match u {
+            Unique::Viewers => &mut self.viewers,
+            Unique::Downloaders => &mut self.downloaders,
+            Unique::Purchasers => &mut self.purchasers,
+        }
+    }
+
     /// The figures with unique counts filled in from the sketches.
     pub fn finish(mut self) -> (BookFigures, u64) {
-        self.figures.unique_viewers = self.viewers.estimate();
-        self.figures.unique_downloaders = self.downloaders.estimate();
-        self.figures.unique_purchasers = self.purchasers.estimate();
+        for (u, _) in UNIQUES {
+            let n = self.sketch(u).estimate();
+            u.set(&mut self.figures, n);
+        }
         (self.figures, self.users.estimate())
-    }
-}
-
-fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) => x,
-        (None, y) => y,
     }
 }
 
@@ -330,17 +329,9 @@ pub fn fold_by_window<'a>(
     out
 }
 
-/// Ranks books by `sort`, then lower id first, and keeps the top `limit`.
+/// Ranks books by `sort` ([`rank::ORDER`]: ties by lower id) and keeps the top `limit`.
 pub fn rank_popular(mut rows: Vec<PopularBook>, sort: PopularSort, limit: u32) -> Vec<PopularBook> {
-    let key = |p: &PopularBook| -> i64 {
-        match sort {
-            PopularSort::Views => p.views as i64,
-            PopularSort::Downloads => p.downloads as i64,
-            PopularSort::Purchases => p.purchases as i64,
-            PopularSort::Revenue => p.revenue.map_or(0, |m| m.amount_cents),
-        }
-    };
-    rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.book_id.cmp(&b.book_id)));
+    rows.sort_by(|a, b| rank::compare((sort.of(a), &a.book_id), (sort.of(b), &b.book_id)));
     rows.truncate(limit as usize);
     for (i, r) in rows.iter_mut().enumerate() {
         r.rank = i as u32 + 1;

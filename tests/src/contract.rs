@@ -29,11 +29,12 @@ use folio_domain::ports::{
     ReviewRepository, StatsQuery, StatsSink, UpsertReport, UserRepository,
 };
 use folio_domain::stats::{
-    fold_by_window, rank_popular, BookFigures, GenreStats, PopularBook, PopularSort, StatsFold,
-    StoredWindow, TimeRange, TopBook, TopGenre,
+    BookFigures, GenreStats, PopularBook, PopularSort, StoredWindow, TimeRange, TopBook, TopGenre,
 };
 use folio_domain::topics::Topic;
 use folio_domain::Error;
+
+use crate::oracle::{rank_popular, tally_by_window, top, Tally};
 
 /// Generates one `#[tokio::test]` per contract check for a store type that implements
 /// every storage port.
@@ -1589,8 +1590,8 @@ pub async fn stats_query(
 }
 
 /// Generated aggregates over many books, windows and partitions (with enough users for
-/// sketches to leave their exact form) give the same figures as the domain's
-/// [`StatsFold`], for every book, window and range tried.
+/// sketches to leave their exact form) give the same figures as the oracle's
+/// [`Tally`], for every book, window and range tried.
 pub async fn stats_match_fold(
     books: &dyn BookRepository,
     sink: &dyn StatsSink,
@@ -1619,7 +1620,7 @@ pub async fn stats_match_fold(
             .filter(|a| range.contains(a.window_start))
             .collect();
         for &book in &ids {
-            let mut fold = StatsFold::default();
+            let mut fold = Tally::default();
             chosen
                 .iter()
                 .filter(|a| a.book_id == book)
@@ -1630,10 +1631,11 @@ pub async fn stats_match_fold(
             assert_eq!(got.figures, figures, "book {book} over {range:?}");
             assert_eq!(got.currency, currency);
 
-            let want: Vec<_> = fold_by_window(chosen.iter().copied().filter(|a| a.book_id == book))
-                .into_iter()
-                .map(|(start, (end, f))| (start, end, f.finish().0))
-                .collect();
+            let want: Vec<_> =
+                tally_by_window(chosen.iter().copied().filter(|a| a.book_id == book))
+                    .into_iter()
+                    .map(|(start, (end, f))| (start, end, f.finish().0))
+                    .collect();
             let got: Vec<_> = query
                 .book_history(book, range)
                 .await?
@@ -1642,7 +1644,7 @@ pub async fn stats_match_fold(
                 .collect();
             assert_eq!(got, want, "history of book {book} over {range:?}");
         }
-        let mut all = StatsFold::default();
+        let mut all = Tally::default();
         chosen.iter().for_each(|a| all.add(a));
         let (totals, unique_users) = all.finish();
         let overview = query.overview(range).await?;
@@ -1652,7 +1654,7 @@ pub async fn stats_match_fold(
             "overview over {range:?}"
         );
 
-        let want: Vec<_> = fold_by_window(chosen.iter().copied())
+        let want: Vec<_> = tally_by_window(chosen.iter().copied())
             .into_iter()
             .map(|(start, (end, f))| {
                 let (t, u) = f.finish();
@@ -1794,7 +1796,7 @@ fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// What the store answers, computed with the domain's [`StatsFold`] from the aggregates it
+/// What the store answers, computed with the oracle's [`Tally`] from the aggregates it
 /// holds, given the horizon its last prune reported.
 struct Expected<'a> {
     held: &'a [Aggregate],
@@ -1828,7 +1830,7 @@ impl Expected<'_> {
         &self,
         aggs: impl IntoIterator<Item = &'b Aggregate>,
     ) -> Vec<(DateTime<Utc>, DateTime<Utc>, BookFigures, u64)> {
-        let mut out: BTreeMap<DateTime<Utc>, (DateTime<Utc>, StatsFold)> = BTreeMap::new();
+        let mut out: BTreeMap<DateTime<Utc>, (DateTime<Utc>, Tally)> = BTreeMap::new();
         for a in aggs {
             let (start, end) = match self.horizon {
                 Some(h) if a.window_start < h => {
@@ -1837,9 +1839,7 @@ impl Expected<'_> {
                 }
                 _ => (a.window_start, a.window_end),
             };
-            let slot = out
-                .entry(start)
-                .or_insert_with(|| (end, StatsFold::default()));
+            let slot = out.entry(start).or_insert_with(|| (end, Tally::default()));
             slot.0 = slot.0.max(end);
             slot.1.add(a);
         }
@@ -1852,7 +1852,7 @@ impl Expected<'_> {
     }
 
     fn popular(&self, range: TimeRange, sort: PopularSort, limit: u32) -> Vec<PopularBook> {
-        let mut folds: BTreeMap<BookId, StatsFold> = BTreeMap::new();
+        let mut folds: BTreeMap<BookId, Tally> = BTreeMap::new();
         for a in self.chosen(range) {
             folds.entry(a.book_id).or_default().add(a);
         }
@@ -1893,7 +1893,7 @@ async fn check_against_fold(
     for &range in ranges {
         let chosen = want.chosen(range);
         for (&book, _) in want.catalog.iter() {
-            let mut fold = StatsFold::default();
+            let mut fold = Tally::default();
             chosen
                 .iter()
                 .filter(|a| a.book_id == book)
@@ -1918,7 +1918,7 @@ async fn check_against_fold(
             );
         }
 
-        let mut all = StatsFold::default();
+        let mut all = Tally::default();
         let mut views: BTreeMap<BookId, u64> = BTreeMap::new();
         for a in &chosen {
             all.add(a);
@@ -1940,14 +1940,10 @@ async fn check_against_fold(
             views.len() as u64,
             "{stage}: books with activity over {range:?}"
         );
-        let top = views
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(id, v)| (*id, *v));
+        let top_book = top(&views);
         assert_eq!(
             overview.most_popular_book.map(|b| (b.book_id, b.views)),
-            top,
+            top_book,
             "{stage}: most viewed book over {range:?}"
         );
         let mut genres: BTreeMap<&str, u64> = BTreeMap::new();
@@ -1956,11 +1952,7 @@ async fn check_against_fold(
                 *genres.entry(genre.as_str()).or_default() += v;
             }
         }
-        let top_genre = genres
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(g, v)| (g.to_string(), *v));
+        let top_genre = top(&genres).map(|(g, v)| (g.to_string(), v));
         assert_eq!(
             overview.top_genre.map(|g| (g.genre, g.views)),
             top_genre,
@@ -2141,7 +2133,7 @@ fn rewritten(a: &Aggregate) -> Aggregate {
 /// original), some by replacements that are not supersets, replays; then a prune; then more
 /// aggregates and replacements after the horizon. After each stage every query over
 /// ranges with ragged edges inside hours, hours inside days and whole days equals the
-/// domain's [`StatsFold`] over the aggregates the store holds, with the retention rule of
+/// oracle's [`Tally`] over the aggregates the store holds, with the retention rule of
 /// [`StatsRetention`] where the store reports a horizon.
 pub async fn stats_rollups_stay_exact(
     books: &dyn BookRepository,

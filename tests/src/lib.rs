@@ -23,6 +23,7 @@ pub mod bus_contract;
 pub mod chaos;
 pub mod contract;
 pub mod kafka_env;
+pub mod oracle;
 pub mod scenario;
 pub mod stack;
 pub mod traffic;

@@ -20,12 +20,12 @@ use folio_domain::ports::{
     RatingRepository, Readiness, ReviewRepository, StatsQuery, StatsSink, UpsertReport,
     UserRepository,
 };
+use folio_domain::stats::figures::{contribution, Total};
 use folio_domain::stats::{
-    fold_by_window, group_of, rank_genres, rank_popular, upsert_into, AggregateGroup, BookStats,
-    BookWindow, GenreStats, Overview, OverviewWindow, PopularBook, PopularSort, StatsFold,
-    StoredWindow, TimeRange, TopBook, TopGenre, Upserted,
+    count, fold_by_window, group_of, rank, rank_genres, rank_popular, upsert_into, AggregateGroup,
+    BookStats, BookWindow, GenreStats, Overview, OverviewWindow, PopularBook, PopularSort,
+    StatsFold, StoredWindow, TimeRange, TopBook, TopGenre, Upserted,
 };
-use folio_domain::topics::Topic;
 use folio_domain::{Error, Result};
 
 /// Chunk size of stored files, as the SQL store uses.
@@ -621,12 +621,8 @@ impl StatsQuery for MemoryStore {
         let mut per_book: BTreeMap<BookId, u64> = BTreeMap::new();
         for a in &aggs {
             all.add(a);
-            let views = if a.source.topic == Topic::BookViews {
-                a.figures.events
-            } else {
-                0
-            };
-            *per_book.entry(a.book_id).or_default() += views;
+            let views = contribution(Total::Views, a.source.topic, &a.figures);
+            *per_book.entry(a.book_id).or_default() += u64::try_from(views).unwrap_or(0);
         }
         let st = self.lock();
         let title = |id: BookId| {
@@ -635,11 +631,8 @@ impl StatsQuery for MemoryStore {
                 .map(|b| b.book.title.clone())
                 .unwrap_or_default()
         };
-        let most_popular_book = per_book
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(id, views)| TopBook {
+        let most_popular_book =
+            rank::top(&per_book, |(id, v)| (count(**v), *id)).map(|(id, views)| TopBook {
                 book_id: *id,
                 title: title(*id),
                 views: *views,
@@ -650,11 +643,8 @@ impl StatsQuery for MemoryStore {
                 *genres.entry(b.book.genre.clone()).or_default() += views;
             }
         }
-        let top_genre = genres
-            .iter()
-            .filter(|(_, v)| **v > 0)
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(g, views)| TopGenre {
+        let top_genre =
+            rank::top(&genres, |(g, v)| (count(**v), g.as_str())).map(|(g, views)| TopGenre {
                 genre: g.clone(),
                 book_count: st
                     .books

@@ -5,10 +5,11 @@
 //! source topic, source partition, first offset). Seven rollup tables ([`StatsTable`]) hold
 //! the same figure columns summed per hour, day and all time, per book and over every book,
 //! and are updated in the transaction that stores the aggregates ([`rollup`]). Queries cut
-//! a range into whole days, hours and per-window edges ([`tables`]), sum them in SQL with
-//! the meaning [`folio_domain::stats::StatsFold::add`] gives them (views come from
-//! `book.views` rows, revenue from `book.purchases` rows, and so on) and merge the rows'
-//! `users_sketch` blobs with [`folio_domain::analytics::Sketch`] for unique counts.
+//! a range into whole days, hours and per-window edges ([`tables`]), and sum them in SQL by
+//! the domain's rule tables ([`folio_domain::stats::figures`]: which topic's rows make which
+//! figure, which edge of a row's event times a moment reads, which topic's sketch a unique
+//! count merges), so the SQL is generated from the same rules the memory store folds by.
+//! Lists are ordered by [`folio_domain::stats::rank`], the domain's one tie-break.
 
 mod cell;
 mod query;
@@ -22,10 +23,14 @@ pub(crate) use rollup::rebuild_rollups;
 pub(crate) use tables::StatsTable;
 
 use folio_domain::analytics::Sketch;
+use folio_domain::stats::figures::{
+    Counted, Edge, SumRule, Total, Unique, CURRENCY_TOPIC, MOMENTS, SUMS, UNIQUES,
+};
+use folio_domain::stats::rank::{self, Direction, Key};
 use folio_domain::stats::BookFigures;
 use folio_domain::topics::Topic;
 use folio_domain::Result;
-use sea_orm::sea_query::{Alias, CaseStatement, Expr, Func, SimpleExpr};
+use sea_orm::sea_query::{Alias, CaseStatement, Expr, Func, Order, SelectStatement, SimpleExpr};
 use sea_orm::QueryResult;
 
 use crate::entity::window_stats::Column as Ws;
@@ -57,59 +62,88 @@ fn sum_of(topic: Topic, e: SimpleExpr) -> SimpleExpr {
     bigint(Func::coalesce([sum.into(), Expr::val(0i64).into()]))
 }
 
-fn sum_col(topic: Topic, c: Ws) -> SimpleExpr {
-    sum_of(topic, col(c))
+/// The column that holds a count of an aggregate.
+fn counted(c: Counted) -> Ws {
+    match c {
+        Counted::Events => Ws::Events,
+        Counted::Anonymous => Ws::Anonymous,
+        Counted::RevenueCents => Ws::RevenueCents,
+        Counted::ReviewsCreated => Ws::ReviewsCreated,
+        Counted::ReviewsUpdated => Ws::ReviewsUpdated,
+        Counted::ReviewLengthDelta => Ws::ReviewLengthDelta,
+        Counted::RatingsCreated => Ws::RatingsCreated,
+        Counted::RatingsUpdated => Ws::RatingsUpdated,
+        Counted::RatingSumDelta => Ws::RatingSumDelta,
+        Counted::Stars(n) => [Ws::R1, Ws::R2, Ws::R3, Ws::R4, Ws::R5][n],
+    }
 }
 
+/// The SQL of one summed figure: its terms added per row, summed over its topic's rows.
+fn sum_expr(rule: &SumRule) -> SimpleExpr {
+    let terms = rule.terms.iter().map(|&t| col(counted(t)));
+    let row = terms
+        .reduce(|acc, t| acc.add(t))
+        .unwrap_or_else(|| Expr::val(0i64).into());
+    sum_of(rule.topic, row)
+}
+
+/// Orders `s` as the domain ranks entries ([`rank::ORDER`]): by the `metric` alias, then by
+/// the entry's `identity`.
+fn rank_order(s: &mut SelectStatement, metric: &str, identity: SimpleExpr) {
+    for (key, dir) in rank::ORDER {
+        let order = match dir {
+            Direction::Descending => Order::Desc,
+            Direction::Ascending => Order::Asc,
+        };
+        match key {
+            Key::Metric => s.order_by(Alias::new(metric), order),
+            Key::Identity => s.order_by_expr(identity.clone(), order),
+        };
+    }
+}
+
+/// The alias under which [`figure_exprs`] computes the stats currency.
+const CURRENCY: &str = "stats_currency";
+
 /// The select-list that computes [`BookFigures`] (all but unique counts) and the stats
-/// currency over the selected rows, each under the alias [`read_figures`] reads.
+/// currency over the selected rows, by the domain's rules in
+/// [`folio_domain::stats::figures`], each under the alias [`read_figures`] reads.
 fn figure_exprs() -> Vec<(SimpleExpr, &'static str)> {
-    use Topic::{BookDownloads, BookPurchases, BookRatings, BookReviews, BookViews};
-    let mut v = vec![
-        (sum_col(BookViews, Ws::Events), "views"),
-        (sum_col(BookViews, Ws::Anonymous), "anonymous_views"),
-        (sum_col(BookDownloads, Ws::Events), "downloads"),
-        (sum_col(BookPurchases, Ws::Events), "purchases"),
-        (sum_col(BookPurchases, Ws::RevenueCents), "revenue"),
-        (sum_col(BookReviews, Ws::ReviewsCreated), "reviews"),
-        (sum_col(BookReviews, Ws::ReviewsUpdated), "review_updates"),
-        (
-            sum_col(BookReviews, Ws::ReviewLengthDelta),
-            "review_length_total",
-        ),
-        (sum_col(BookRatings, Ws::RatingsCreated), "ratings"),
-        (
-            sum_of(
-                BookRatings,
-                col(Ws::RatingsCreated).add(col(Ws::RatingsUpdated)),
-            ),
-            "rating_events",
-        ),
-        (sum_col(BookRatings, Ws::RatingSumDelta), "rating_sum"),
-        (sum_col(BookRatings, Ws::R1), "dist1"),
-        (sum_col(BookRatings, Ws::R2), "dist2"),
-        (sum_col(BookRatings, Ws::R3), "dist3"),
-        (sum_col(BookRatings, Ws::R4), "dist4"),
-        (sum_col(BookRatings, Ws::R5), "dist5"),
-    ];
-    v.push((
-        Func::min(when(BookViews, col(Ws::FirstAt))).into(),
-        "first_view_at",
-    ));
-    v.push((
-        Func::max(when(BookViews, col(Ws::LastAt))).into(),
-        "last_view_at",
-    ));
-    v.push((
-        Func::max(when(BookPurchases, col(Ws::LastAt))).into(),
-        "last_purchase_at",
-    ));
+    let mut v: Vec<(SimpleExpr, &'static str)> =
+        SUMS.iter().map(|r| (sum_expr(r), r.total.name())).collect();
+    for r in MOMENTS {
+        let c = col(match r.edge {
+            Edge::Earliest => Ws::FirstAt,
+            Edge::Latest => Ws::LastAt,
+        });
+        let e = match r.edge {
+            Edge::Earliest => Func::min(when(r.topic, c)),
+            Edge::Latest => Func::max(when(r.topic, c)),
+        };
+        v.push((e.into(), r.moment.name()));
+    }
     // Any currency of a purchase row: analytics refuses to sum two currencies.
     v.push((
-        Func::min(when(BookPurchases, col(Ws::Currency))).into(),
-        "stats_currency",
+        Func::min(when(CURRENCY_TOPIC, col(Ws::Currency))).into(),
+        CURRENCY,
     ));
     v
+}
+
+/// The part of [`figure_exprs`] a popular entry shows: the figures it lists and ranks by,
+/// fewer sums per row of a long range.
+fn popular_exprs() -> Vec<(SimpleExpr, &'static str)> {
+    let shown = [
+        Total::Views,
+        Total::Downloads,
+        Total::Purchases,
+        Total::RevenueCents,
+    ]
+    .map(Total::name);
+    figure_exprs()
+        .into_iter()
+        .filter(|(_, alias)| shown.contains(alias) || *alias == CURRENCY)
+        .collect()
 }
 
 fn get_i64(row: &QueryResult, name: &str) -> Result<i64> {
@@ -123,42 +157,23 @@ fn get_u64(row: &QueryResult, name: &str) -> Result<u64> {
 
 /// Reads what [`figure_exprs`] computed. Unique counts stay zero until sketches are merged.
 fn read_figures(row: &QueryResult) -> Result<(BookFigures, Option<String>)> {
-    let opt_at = |name: &str| -> Result<_> {
-        from_ms_opt(row.try_get::<Option<i64>>("", name).map_err(db_err)?)
-    };
-    let figures = BookFigures {
-        views: get_u64(row, "views")?,
-        anonymous_views: get_u64(row, "anonymous_views")?,
-        downloads: get_u64(row, "downloads")?,
-        purchases: get_u64(row, "purchases")?,
-        revenue_cents: get_i64(row, "revenue")?,
-        reviews: get_i64(row, "reviews")?,
-        review_updates: get_u64(row, "review_updates")?,
-        review_length_total: get_i64(row, "review_length_total")?,
-        ratings: get_i64(row, "ratings")?,
-        rating_events: get_u64(row, "rating_events")?,
-        rating_sum: get_i64(row, "rating_sum")?,
-        rating_distribution: [
-            get_i64(row, "dist1")?,
-            get_i64(row, "dist2")?,
-            get_i64(row, "dist3")?,
-            get_i64(row, "dist4")?,
-            get_i64(row, "dist5")?,
-        ],
-        unique_viewers: 0,
-        unique_downloaders: 0,
-        unique_purchasers: 0,
-        first_view_at: opt_at("first_view_at")?,
-        last_view_at: opt_at("last_view_at")?,
-        last_purchase_at: opt_at("last_purchase_at")?,
-    };
+    let mut figures = BookFigures::default();
+    for r in SUMS {
+        r.total.set(&mut figures, get_i64(row, r.total.name())?);
+    }
+    for r in MOMENTS {
+        let ms = row
+            .try_get::<Option<i64>>("", r.moment.name())
+            .map_err(db_err)?;
+        *r.moment.slot(&mut figures) = from_ms_opt(ms)?;
+    }
     let currency = row
-        .try_get::<Option<String>>("", "stats_currency")
+        .try_get::<Option<String>>("", CURRENCY)
         .map_err(db_err)?;
     Ok((figures, currency))
 }
 
-/// The unique-count sketches of a set of rows, merged per topic as `StatsFold::add` does.
+/// The unique-count sketches of a set of rows, merged per topic by [`Unique::of_topic`].
 #[derive(Debug, Default)]
 struct Uniques {
     viewers: Sketch,
@@ -168,21 +183,29 @@ struct Uniques {
 }
 
 impl Uniques {
+    fn sketch(&self, u: Unique) -> &Sketch {
+        match u {
+            Unique::Viewers => &self.viewers,
+            Unique::Downloaders => &self.downloaders,
+            Unique::Purchasers => &self.purchasers,
+        }
+    }
+
     fn add(&mut self, topic: Topic, users: &Sketch) {
-        match topic {
-            Topic::BookViews => self.viewers.merge(users),
-            Topic::BookDownloads => self.downloaders.merge(users),
-            Topic::BookPurchases => self.purchasers.merge(users),
-            _ => {}
+        match Unique::of_topic(topic) {
+            Some(Unique::Viewers) => self.viewers.merge(users),
+            Some(Unique::Downloaders) => self.downloaders.merge(users),
+            Some(Unique::Purchasers) => self.purchasers.merge(users),
+            None => {}
         }
         self.users.merge(users);
     }
 
     /// Fills the figures' unique counts; returns the distinct users behind any event.
     fn fill(&self, f: &mut BookFigures) -> u64 {
-        f.unique_viewers = self.viewers.estimate();
-        f.unique_downloaders = self.downloaders.estimate();
-        f.unique_purchasers = self.purchasers.estimate();
+        for (u, _) in UNIQUES {
+            u.set(f, self.sketch(u).estimate());
+        }
         self.users.estimate()
     }
 }

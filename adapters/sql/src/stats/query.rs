@@ -30,12 +30,17 @@ use sea_orm::{
 use super::cell::SUMMED_FIGURES;
 use super::retention::horizon;
 use super::tables::{plan_history, plan_totals, widen, Piece, Scope, Span};
-use super::{bigint, col, figure_exprs, get_i64, get_u64, read_figures, Uniques, SRC};
+use super::{
+    bigint, col, figure_exprs, get_i64, get_u64, popular_exprs, rank_order, read_figures, sum_expr,
+    Uniques, CURRENCY, SRC,
+};
 use crate::entity::window_stats::Column as Ws;
 use crate::entity::{books, window_stats};
 use crate::error::{corrupt, db_err};
 use crate::store::SqlStore;
 use crate::time::{from_ms, to_ms};
+use folio_domain::stats::figures::{rule_of, Total};
+use folio_domain::stats::rank;
 
 /// What each stretch contributes to a union.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,22 +259,22 @@ impl Snapshot {
     }
 
     async fn most_viewed_book(&self, pieces: &[Piece]) -> Result<Option<TopBook>> {
+        let rule = rule_of(Total::Views);
         let only = Only {
             book: None,
-            topic: Some(Topic::BookViews),
+            topic: Some(rule.topic),
         };
         let Some(u) = union(pieces, only, Shape::Figures) else {
             return Ok(None);
         };
-        let views = bigint(Func::sum(col(Ws::Events)));
+        let views = sum_expr(rule);
         let mut s = over(u);
         s.expr_as(col(Ws::BookId), Alias::new("book_id"))
             .expr_as(views.clone(), Alias::new("views"))
             .group_by_col((Alias::new(SRC), Ws::BookId))
-            .and_having(views.gt(0i64))
-            .order_by(Alias::new("views"), Order::Desc)
-            .order_by((Alias::new(SRC), Ws::BookId), Order::Asc)
-            .limit(1);
+            .and_having(views.gte(rank::TOP_MINIMUM));
+        rank_order(&mut s, "views", col(Ws::BookId));
+        s.limit(1);
         let Some(row) = self.rows(&s).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -287,14 +292,15 @@ impl Snapshot {
     }
 
     async fn top_genre(&self, pieces: &[Piece]) -> Result<Option<TopGenre>> {
+        let rule = rule_of(Total::Views);
         let only = Only {
             book: None,
-            topic: Some(Topic::BookViews),
+            topic: Some(rule.topic),
         };
         let Some(u) = union(pieces, only, Shape::Figures) else {
             return Ok(None);
         };
-        let views = bigint(Func::sum(col(Ws::Events)));
+        let views = sum_expr(rule);
         let mut s = over(u);
         s.expr_as(
             Expr::col((books::Entity, books::Column::Genre)),
@@ -307,24 +313,18 @@ impl Snapshot {
             Expr::col((books::Entity, books::Column::Id)).equals((Alias::new(SRC), Ws::BookId)),
         )
         .group_by_col((books::Entity, books::Column::Genre))
-        .and_having(views.gt(0i64));
-        // Genres are few; the tie-break is done here so "alphabetical" means the same
-        // byte order on every database, whatever its collation.
-        let mut best: Option<(u64, String)> = None;
+        .and_having(views.gte(rank::TOP_MINIMUM));
+        // Genres are few; they are ranked here so "alphabetical" means the same byte order
+        // on every database, whatever its collation.
+        let mut rows = Vec::new();
         for row in self.rows(&s).await? {
             let genre: String = row.try_get("", "genre").map_err(db_err)?;
-            let v = get_u64(&row, "views")?;
-            let better = match &best {
-                None => true,
-                Some((bv, bg)) => v > *bv || (v == *bv && genre < *bg),
-            };
-            if better {
-                best = Some((v, genre));
-            }
+            rows.push((get_i64(&row, "views")?, genre));
         }
-        let Some((views, genre)) = best else {
+        let Some((views, genre)) = rank::top(rows, |(v, g)| (*v, g.as_str())) else {
             return Ok(None);
         };
+        let views = u64::try_from(views).unwrap_or(0);
         let book_count = books::Entity::find()
             .filter(books::Column::Genre.eq(genre.as_str()))
             .filter(books::Column::DeletedAt.is_null())
@@ -501,39 +501,22 @@ impl StatsQuery for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let metric = match sort {
-            PopularSort::Views => "views",
-            PopularSort::Downloads => "downloads",
-            PopularSort::Purchases => "purchases",
-            PopularSort::Revenue => "revenue",
-        };
+        let metric = sort.total().name();
         let snap = self.snapshot().await?;
         let pieces = snap.totals(Scope::Book, range);
         let Some(u) = union(&pieces, Only::default(), Shape::Figures) else {
             snap.finish().await?;
             return Ok(Vec::new());
         };
-        // Only the figures a popular entry shows: fewer sums per row of a long range.
         let mut select = over(u);
-        for (e, alias) in figure_exprs() {
-            if [
-                "views",
-                "downloads",
-                "purchases",
-                "revenue",
-                "stats_currency",
-            ]
-            .contains(&alias)
-            {
-                select.expr_as(e, Alias::new(alias));
-            }
+        for (e, alias) in popular_exprs() {
+            select.expr_as(e, Alias::new(alias));
         }
         select
             .expr_as(col(Ws::BookId), Alias::new("book_id"))
-            .group_by_col((Alias::new(SRC), Ws::BookId))
-            .order_by(Alias::new(metric), Order::Desc)
-            .order_by((Alias::new(SRC), Ws::BookId), Order::Asc)
-            .limit(u64::from(limit));
+            .group_by_col((Alias::new(SRC), Ws::BookId));
+        rank_order(&mut select, metric, col(Ws::BookId));
+        select.limit(u64::from(limit));
         let rows = snap.rows(&select).await?;
         let ids = rows
             .iter()
@@ -544,12 +527,12 @@ impl StatsQuery for SqlStore {
         let mut out = Vec::with_capacity(rows.len());
         for (rank, row) in (1u32..).zip(&rows) {
             let book_id = get_i64(row, "book_id")?;
-            let purchases = get_u64(row, "purchases")?;
-            let currency: Option<String> = row.try_get("", "stats_currency").map_err(db_err)?;
+            let purchases = get_u64(row, Total::Purchases.name())?;
+            let currency: Option<String> = row.try_get("", CURRENCY).map_err(db_err)?;
             // Purchase rows always name their currency, so a book with purchases has one.
             let revenue = match currency {
                 Some(code) if purchases > 0 => Some(Money::new(
-                    get_i64(row, "revenue")?,
+                    get_i64(row, Total::RevenueCents.name())?,
                     Currency::parse(&code).map_err(|_| corrupt(format!("currency {code:?}")))?,
                 )),
                 _ => None,
@@ -558,8 +541,8 @@ impl StatsQuery for SqlStore {
                 rank,
                 book_id: BookId(book_id),
                 title: titles.remove(&book_id).unwrap_or_default(),
-                views: get_u64(row, "views")?,
-                downloads: get_u64(row, "downloads")?,
+                views: get_u64(row, Total::Views.name())?,
+                downloads: get_u64(row, Total::Downloads.name())?,
                 purchases,
                 revenue,
             });
