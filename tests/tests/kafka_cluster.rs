@@ -2,7 +2,8 @@
 //! `scripts/kafka-local` with `KAFKA_BROKERS=3`; `scripts/test` starts one): topics created
 //! with three replicas and `min.insync.replicas=2`, `kill -9` of a partition leader and of
 //! the group coordinator under traffic, and a topic grown from 3 to 6 partitions under
-//! traffic, with a fourth analytics instance then taking partitions. Figures are compared
+//! traffic, with a fourth analytics instance then taking partitions, and two brokers of
+//! three down (acknowledgements refused, then every event delivered). Figures are compared
 //! exactly with the events produced.
 //!
 //! The tests kill and restart the cluster's nodes, so they take turns (one lock).
@@ -252,5 +253,79 @@ async fn growing_book_views_from_3_to_6_partitions_under_traffic_keeps_figures_e
     for a in instances {
         a.stop().await?;
     }
+    stack.stop().await
+}
+
+/// Two of three brokers down: below `min.insync.replicas` nothing may be acknowledged, so
+/// the publisher is refused (not answered falsely), the senders keep their records as the
+/// spool does, and once the nodes are back every event is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_of_three_brokers_down_refuses_acks_and_loses_nothing() -> anyhow::Result<()> {
+    let _turn = NODES.lock().await;
+    let cluster = kafka_cluster().await;
+    let pg = postgres().await;
+    let mut stack = Stack::start(&cluster.env, &pg, "minisr", WINDOW, GRACE).await?;
+    // A refusal must come back within the outage, so the probe below can see it.
+    stack.cfg.request_deadline = Duration::from_secs(8);
+
+    let a1 = stack.analytics().await?;
+    let traffic = Arc::new(std::sync::Mutex::new(Traffic::new(103, 12, 40)));
+    let publisher = stack.publisher().await?;
+    let sender = traffic_in_background(publisher.clone(), traffic.clone(), 150, 40);
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let views = stack.cfg.topic_name(Topic::BookViews);
+    let survivor = cluster.leader_of(&views, 0).await?;
+    let down: Vec<usize> = (1..=3).filter(|n| *n != survivor).collect();
+    let t = Instant::now();
+    for &n in &down {
+        cluster.kill(n).await?;
+    }
+    println!("kill -9 of nodes {down:?}; node {survivor} alone, leading {views}/0");
+
+    // With one broker of three up, no produce can gather the two acknowledgements
+    // acks=all needs: a partition the survivor leads waits for replicas that are gone, one a
+    // dead node leads has no leader (and no quorum of controllers to elect one).
+    let probe = traffic
+        .lock()
+        .map_err(|_| anyhow::anyhow!("traffic lock"))?
+        .batch(1);
+    let refused = publisher
+        .deliver(probe.iter().map(event_record).collect())
+        .await;
+    ensure!(
+        refused == vec![0],
+        "a record was acknowledged with one broker of three up (min.insync.replicas=2): {refused:?}"
+    );
+    let probe_took = t.elapsed();
+
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(probe_took)).await;
+    for &n in &down {
+        cluster.start(n).await?;
+    }
+    println!(
+        "probe refused after {probe_took:?}; nodes {down:?} back after {:?}",
+        t.elapsed()
+    );
+    // The refused probe is delivered now, as the spool would replay it (Traffic counts it
+    // among its events already).
+    deliver_all(publisher.as_ref(), &probe, Duration::from_secs(60)).await?;
+
+    let resent = sender.await.context("the traffic task")??;
+    ensure!(
+        resent > 0,
+        "the senders saw no refusal while two brokers of three were down"
+    );
+    let traffic = Arc::into_inner(traffic)
+        .context("traffic still shared")?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("traffic lock"))?;
+    let took = stack.await_exact(&traffic, Duration::from_secs(90)).await?;
+    println!(
+        "{} events ({resent} records sent again after refusals) counted exactly {took:?} after the last was acknowledged; analytics counted {}",
+        traffic.events.len(),
+        a1.counted()
+    );
+    a1.stop().await?;
     stack.stop().await
 }
