@@ -1,9 +1,13 @@
 //! The real services the Kafka suite runs against, and Kafka's own command-line tools.
 //!
-//! - [`kafka`]: the broker named by `KAFKA_BOOTSTRAP`; or, where `FOLIO_TESTCONTAINERS=1`
-//!   (set by `scripts/test` when a Docker engine answers), an `apache/kafka` container
-//!   started for the test. Neither: the test fails and says how to provide one.
+//! - [`kafka`]: where `FOLIO_TESTCONTAINERS=1` (set by `scripts/test` on its Docker path),
+//!   a Kafka container started for the test; otherwise the broker named by
+//!   `KAFKA_BOOTSTRAP`. Neither: the test fails and says how to provide one.
 //! - [`postgres`]: the same for PostgreSQL and `DATABASE_URL`.
+//! - Containers run `FOLIO_TEST_KAFKA_IMAGE` and `FOLIO_TEST_POSTGRES_IMAGE` (the official
+//!   images unless set; `scripts/images` builds local ones), on the network
+//!   `FOLIO_TEST_DOCKER_NETWORK` names: `host` for engines without a bridge network, where
+//!   their servers listen on 127.0.0.1 at ports chosen here.
 //! - [`KafkaEnv::config`]: a configuration no other test shares: its own topic prefix (so
 //!   its own topics) and group prefix (so its own consumer groups and commits).
 //! - [`KafkaEnv::describe_group`] and [`KafkaEnv::console_produce`]: Kafka's
@@ -51,13 +55,24 @@ pub const HOW_TO_POSTGRES: &str = "set DATABASE_URL=postgres://user:password@hos
      (scripts/pg-local start prints postgres://folio:folio@127.0.0.1:15432/folio), or run \
      scripts/test, which provides one";
 
+/// What testcontainers needs when it fails.
+pub const HOW_TO_DOCKER: &str = "testcontainers needs a Docker engine that DOCKER_HOST (or \
+     Docker's default socket) names and the images FOLIO_TEST_KAFKA_IMAGE and \
+     FOLIO_TEST_POSTGRES_IMAGE (apache/kafka:4.1.2 and postgres:17-alpine unless set) present \
+     or pullable; on an engine without a registry or a bridge network: \
+     eval \"$(scripts/docker-engine start)\"; scripts/images build kafka postgres; then \
+     export $(scripts/images env) $(scripts/docker-engine env); or unset FOLIO_TESTCONTAINERS \
+     to use KAFKA_BOOTSTRAP and DATABASE_URL";
+
 /// The consumer-group session the suite's brokers run with (`scripts/kafka-local` and the
 /// container both set `group.consumer.session.timeout.ms=10000`), so a killed member's
 /// partitions move within seconds.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-const KAFKA_IMAGE: (&str, &str) = ("apache/kafka", "4.1.2");
-const POSTGRES_IMAGE: (&str, &str) = ("postgres", "17-alpine");
+/// The official images, unless `FOLIO_TEST_KAFKA_IMAGE` / `FOLIO_TEST_POSTGRES_IMAGE` name
+/// others (`scripts/images env` prints the local ones).
+const KAFKA_IMAGE: &str = "apache/kafka:4.1.2";
+const POSTGRES_IMAGE: &str = "postgres:17-alpine";
 
 fn testcontainers_enabled() -> bool {
     std::env::var("FOLIO_TESTCONTAINERS").is_ok_and(|v| v == "1")
@@ -171,12 +186,18 @@ where
 enum Cli {
     /// `scripts/kafka-local tool …` (Apache Kafka's jars, fetched once by Maven).
     Local { script: PathBuf },
-    /// `/opt/kafka/bin/*.sh` inside the broker's container, on its internal listener.
-    Container { id: String },
+    /// `/opt/kafka/bin/*.sh` inside the broker's container, on its internal listener
+    /// (`bootstrap`, as the container sees it).
+    Container { id: String, bootstrap: String },
 }
 
 /// The broker this test uses. Panics, saying how to provide one, when there is none.
 pub async fn kafka() -> KafkaEnv {
+    if testcontainers_enabled() {
+        return start_kafka_container().await.unwrap_or_else(|e| {
+            panic!("FOLIO_TESTCONTAINERS=1 but the Kafka container did not start ({e:#}); {HOW_TO_DOCKER}")
+        });
+    }
     if let Some(bootstrap) = non_empty_env("KAFKA_BOOTSTRAP") {
         return KafkaEnv {
             bootstrap,
@@ -187,11 +208,6 @@ pub async fn kafka() -> KafkaEnv {
             container: None,
             protocol: GroupProtocol::Auto,
         };
-    }
-    if testcontainers_enabled() {
-        return start_kafka_container().await.unwrap_or_else(|e| {
-            panic!("FOLIO_TESTCONTAINERS=1 but the Kafka container did not start ({e:#}); {HOW_TO_KAFKA}")
-        });
     }
     panic!("this test needs a real Kafka broker and KAFKA_BOOTSTRAP is unset: {HOW_TO_KAFKA}");
 }
@@ -356,31 +372,79 @@ impl Drop for ClusterEnv {
     }
 }
 
-/// A free TCP port on the host, for the container's host listener: Kafka must advertise
-/// the address clients use, so the port is chosen before the container starts.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Free TCP ports on 127.0.0.1, distinct: each is held until all are chosen. Kafka must
+/// advertise the address clients use, so its ports are chosen before the container starts.
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// The image a container runs: `FOLIO_TEST_<what>_IMAGE` (`name:tag`, e.g. one built by
+/// `scripts/images`) or the official one.
+fn image_setting(variable: &str, official: &str) -> (String, String) {
+    let image = non_empty_env(variable).unwrap_or_else(|| official.to_string());
+    // The tag follows the last colon after the last slash (a registry may have a port).
+    let after_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[after_slash..].rfind(':') {
+        Some(i) => (
+            image[..after_slash + i].to_string(),
+            image[after_slash + i + 1..].to_string(),
+        ),
+        None => (image, "latest".to_string()),
+    }
+}
+
+/// `FOLIO_TEST_DOCKER_NETWORK=host`: containers share the host's network, for engines
+/// without a bridge network (DESIGN.md §5). Their servers then listen on 127.0.0.1 at
+/// ports chosen here instead of published ones.
+fn host_network() -> bool {
+    non_empty_env("FOLIO_TEST_DOCKER_NETWORK").as_deref() == Some("host")
+}
+
+/// Any other `FOLIO_TEST_DOCKER_NETWORK`: the network containers join, ports published.
+fn other_network() -> Option<String> {
+    non_empty_env("FOLIO_TEST_DOCKER_NETWORK").filter(|n| n != "host")
 }
 
 async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
-    let port = free_port()?;
-    let (name, tag) = KAFKA_IMAGE;
-    // KRaft, broker and controller in one node. HOST is what the tests reach through the
-    // mapped port; INTERNAL serves the tools run inside the container.
-    let container = GenericImage::new(name, tag)
-        .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"))
-        .with_mapped_port(port, 9092.tcp())
+    let (name, tag) = image_setting("FOLIO_TEST_KAFKA_IMAGE", KAFKA_IMAGE);
+    let host = host_network();
+    // HOST is what the tests reach; INTERNAL serves the tools run inside the container.
+    // With host networking every listener is a port of its own on 127.0.0.1; otherwise
+    // HOST is published on a free host port and the rest stay inside.
+    let [host_port, internal_port, controller_port] = free_ports::<3>()?;
+    let (bind, inside, internal, controller, container_port) = if host {
+        (
+            "127.0.0.1",
+            "127.0.0.1",
+            internal_port,
+            controller_port,
+            host_port,
+        )
+    } else {
+        ("0.0.0.0", "localhost", 19094, 9093, 9092)
+    };
+    let image = GenericImage::new(name.clone(), tag.clone())
+        .with_wait_for(WaitFor::message_on_stdout("Kafka Server started"));
+    // KRaft, broker and controller in one node.
+    let mut request = image
         .with_env_var("KAFKA_NODE_ID", "1")
         .with_env_var("KAFKA_PROCESS_ROLES", "broker,controller")
         .with_env_var(
             "KAFKA_LISTENERS",
-            "HOST://0.0.0.0:9092,INTERNAL://0.0.0.0:19094,CONTROLLER://0.0.0.0:9093",
+            format!(
+                "HOST://{bind}:{container_port},INTERNAL://{bind}:{internal},CONTROLLER://{bind}:{controller}"
+            ),
         )
         .with_env_var(
             "KAFKA_ADVERTISED_LISTENERS",
-            format!("HOST://127.0.0.1:{port},INTERNAL://localhost:19094"),
+            format!("HOST://127.0.0.1:{host_port},INTERNAL://{inside}:{internal}"),
         )
         .with_env_var(
             "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
@@ -388,7 +452,10 @@ async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
         )
         .with_env_var("KAFKA_INTER_BROKER_LISTENER_NAME", "INTERNAL")
         .with_env_var("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-        .with_env_var("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env_var(
+            "KAFKA_CONTROLLER_QUORUM_VOTERS",
+            format!("1@{inside}:{controller}"),
+        )
         .with_env_var("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
         .with_env_var("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
         .with_env_var("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
@@ -407,14 +474,24 @@ async fn start_kafka_container() -> anyhow::Result<KafkaEnv> {
         )
         .with_env_var("KAFKA_GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS", "500")
         .with_env_var("KAFKA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", "1000")
-        .with_startup_timeout(Duration::from_secs(180))
+        .with_startup_timeout(Duration::from_secs(180));
+    if host {
+        request = request.with_network("host");
+    } else {
+        request = request.with_mapped_port(host_port, container_port.tcp());
+        if let Some(network) = other_network() {
+            request = request.with_network(network);
+        }
+    }
+    let container = request
         .start()
         .await
-        .context("starting apache/kafka")?;
+        .with_context(|| format!("starting {name}:{tag}"))?;
     Ok(KafkaEnv {
-        bootstrap: format!("127.0.0.1:{port}"),
+        bootstrap: format!("127.0.0.1:{host_port}"),
         cli: Cli::Container {
             id: container.id().to_string(),
+            bootstrap: format!("{inside}:{internal}"),
         },
         handed_out: Made::default(),
         container: Some(container),
@@ -524,7 +601,7 @@ impl KafkaEnv {
     pub fn tool_bootstrap(&self) -> &str {
         match &self.cli {
             Cli::Local { .. } => &self.bootstrap,
-            Cli::Container { .. } => "localhost:19094",
+            Cli::Container { bootstrap, .. } => bootstrap,
         }
     }
 
@@ -542,7 +619,7 @@ impl KafkaEnv {
                 c.arg("tool").arg(tool);
                 c
             }
-            Cli::Container { id } => {
+            Cli::Container { id, .. } => {
                 let mut c = Command::new("docker");
                 c.args(["exec", "-i", id])
                     .arg(format!("/opt/kafka/bin/kafka-{tool}.sh"));
@@ -775,6 +852,11 @@ impl Drop for PgEnv {
 /// The PostgreSQL server this test uses. Panics, saying how to provide one, when there is
 /// none.
 pub async fn postgres() -> PgEnv {
+    if testcontainers_enabled() {
+        return start_postgres_container().await.unwrap_or_else(|e| {
+            panic!("FOLIO_TESTCONTAINERS=1 but the PostgreSQL container did not start ({e:#}); {HOW_TO_DOCKER}")
+        });
+    }
     match non_empty_env("DATABASE_URL") {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             return PgEnv {
@@ -783,39 +865,47 @@ pub async fn postgres() -> PgEnv {
                 container: None,
             }
         }
-        Some(other) if !testcontainers_enabled() => panic!(
+        Some(other) => panic!(
             "this test needs PostgreSQL and DATABASE_URL is {:?}: {HOW_TO_POSTGRES}",
             other.split(':').next().unwrap_or_default()
         ),
-        _ => {}
-    }
-    if testcontainers_enabled() {
-        return start_postgres_container().await.unwrap_or_else(|e| {
-            panic!("FOLIO_TESTCONTAINERS=1 but the PostgreSQL container did not start ({e:#}); {HOW_TO_POSTGRES}")
-        });
+        None => {}
     }
     panic!("this test needs PostgreSQL and DATABASE_URL is unset: {HOW_TO_POSTGRES}");
 }
 
 async fn start_postgres_container() -> anyhow::Result<PgEnv> {
-    let (name, tag) = POSTGRES_IMAGE;
+    let (name, tag) = image_setting("FOLIO_TEST_POSTGRES_IMAGE", POSTGRES_IMAGE);
+    let host = host_network();
+    let [host_port] = free_ports::<1>()?;
     // The entrypoint runs a temporary server to initialise the cluster first, so the
     // message appears twice; the second one is the real server.
-    let container = GenericImage::new(name, tag)
+    let mut request = GenericImage::new(name.clone(), tag.clone())
         .with_wait_for(WaitFor::log(
             LogWaitStrategy::stderr("database system is ready to accept connections").with_times(2),
         ))
-        .with_exposed_port(5432.tcp())
         .with_env_var("POSTGRES_USER", "folio")
         .with_env_var("POSTGRES_PASSWORD", "folio")
         .with_env_var("POSTGRES_DB", "folio")
-        .with_startup_timeout(Duration::from_secs(120))
+        .with_startup_timeout(Duration::from_secs(120));
+    if host {
+        // The server's own port on the host's loopback; PGPORT is the images' setting.
+        request = request
+            .with_network("host")
+            .with_env_var("PGPORT", host_port.to_string())
+            .with_cmd(["postgres", "-c", "listen_addresses=127.0.0.1"]);
+    } else {
+        request = request.with_mapped_port(host_port, 5432.tcp());
+        if let Some(network) = other_network() {
+            request = request.with_network(network);
+        }
+    }
+    let container = request
         .start()
         .await
-        .context("starting postgres")?;
-    let port = container.get_host_port_ipv4(5432).await?;
+        .with_context(|| format!("starting {name}:{tag}"))?;
     Ok(PgEnv {
-        url: format!("postgres://folio:folio@127.0.0.1:{port}/folio"),
+        url: format!("postgres://folio:folio@127.0.0.1:{host_port}/folio"),
         schemas: Made::default(),
         container: Some(container),
     })

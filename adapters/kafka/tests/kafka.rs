@@ -19,7 +19,11 @@ use folio_kafka::{KafkaBus, KafkaClient, KafkaConfig, KafkaGroupConsumer};
 fn bootstrap() -> String {
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(b) if !b.trim().is_empty() => b,
-        _ => panic!("set KAFKA_BOOTSTRAP=host:port, e.g. run scripts/kafka-local start"),
+        _ => panic!(
+            "this suite needs a real Kafka broker and KAFKA_BOOTSTRAP is unset: set \
+             KAFKA_BOOTSTRAP=host:port (scripts/kafka-local start prints 127.0.0.1:19092), or \
+             run scripts/test, which starts one on either of its paths"
+        ),
     }
 }
 
