@@ -15,6 +15,7 @@ use folio_domain::Result;
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use tokio::time::Instant;
+use tracing::debug;
 
 use crate::config::KafkaConfig;
 use crate::errors::{from_rskafka, unavailable};
@@ -133,7 +134,8 @@ impl Cluster {
 
     /// A connection to `group`'s coordinator, asking whichever bootstrap broker answers
     /// and retrying (within the request deadline) while the coordinator is being elected
-    /// or loaded, as after its broker died.
+    /// or loaded, or still named on a broker that died: on a cluster its partition of
+    /// `__consumer_offsets` moves to another node once the controller has noticed.
     pub(crate) async fn coordinator(
         &self,
         group: &str,
@@ -142,12 +144,23 @@ impl Cluster {
         let give_up = Instant::now() + self.cfg.request_deadline;
         let mut backoff = Backoff::starting_at(Duration::from_millis(50), Duration::from_secs(1));
         loop {
-            let mut any = connect_any(&self.cfg.bootstrap, &s).await?;
-            match any.find_coordinator(group).await? {
-                Some(addr) if addr == any.addr() => return Ok(any),
-                Some(addr) => return BrokerConnection::connect(&addr, &s).await,
-                None if Instant::now() < give_up => backoff.wait().await,
-                None => {
+            let found = async {
+                let mut any = connect_any(&self.cfg.bootstrap, &s).await?;
+                match any.find_coordinator(group).await? {
+                    Some(addr) if addr == any.addr() => Ok(Some(any)),
+                    Some(addr) => BrokerConnection::connect(&addr, &s).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            match found.await {
+                Ok(Some(conn)) => return Ok(conn),
+                Err(e) if e.is_connection() && Instant::now() < give_up => {
+                    debug!(group, error = %e, "group coordinator unreachable; asking again");
+                    backoff.wait().await
+                }
+                Err(e) => return Err(e),
+                Ok(None) if Instant::now() < give_up => backoff.wait().await,
+                Ok(None) => {
                     return Err(WireError::Connect {
                         addr: self.cfg.bootstrap.join(","),
                         msg: format!(
