@@ -468,7 +468,14 @@ impl Driver {
                     self.tally.skipped_faults += 1;
                     return Ok(());
                 };
-                producer.pause().await?;
+                // On a cluster one node goes down at a time, in turn, and the run does not
+                // pause its producer: the other nodes take over that node's partitions, so
+                // the service goes on. On one broker the producer pauses around it.
+                let nodes = cluster_nodes(&self.opts.kafka_bootstrap);
+                let node = (nodes > 1).then(|| self.tally.broker_restarts as usize % nodes + 1);
+                if node.is_none() {
+                    producer.pause().await?;
+                }
                 // The first restart is a crash (the broker recovers its logs and elects
                 // leaders again, the longest outage); later ones are clean stops.
                 let crash = self.tally.broker_restarts == 0;
@@ -488,22 +495,27 @@ impl Driver {
                 if !hold.is_zero() {
                     self.ensure_bookstore().await?;
                 }
-                eprintln!("chaos: {how} and restarting the broker (producer paused)");
+                let (what, on) = match node {
+                    Some(n) => (
+                        format!("node {n} of {nodes} (the producer goes on)"),
+                        format!(" {n}"),
+                    ),
+                    None => ("the broker (producer paused)".to_string(), String::new()),
+                };
+                eprintln!("chaos: {how} and restarting {what}");
                 let t = Instant::now();
-                kafka_local(
-                    &script,
-                    if crash { "kill" } else { "stop" },
-                    &self.opts.kafka_bootstrap,
-                )
-                .await?;
+                let down = if crash { "kill" } else { "stop" };
+                kafka_local(&script, &format!("{down}{on}"), &self.opts.kafka_bootstrap).await?;
                 let down_at = now_ms();
                 self.tally.broker_crashes += u32::from(crash);
                 if !hold.is_zero() {
                     eprintln!(
-                        "chaos: the broker stays down for {} s; HTTP traffic goes on",
+                        "chaos: {} stays down for {} s; HTTP traffic goes on",
+                        node.map_or("the broker".to_string(), |n| format!("node {n}")),
                         hold.as_secs()
                     );
-                    self.broker_down = true;
+                    // A cluster still serves: processes start and stop as planned.
+                    self.broker_down = node.is_none();
                     let until = Instant::now() + hold;
                     while Instant::now() < until {
                         self.reap();
@@ -511,7 +523,7 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                kafka_local(&script, "start", &self.opts.kafka_bootstrap).await?;
+                kafka_local(&script, &format!("start{on}"), &self.opts.kafka_bootstrap).await?;
                 // `start` returns once the broker listens; its partitions get leaders a
                 // little later. Events stamped before then would reach their windows late.
                 wait_for_leaders(&self.opts.kafka_bootstrap, &self.prefix).await?;
@@ -519,9 +531,11 @@ impl Driver {
                 if !hold.is_zero() {
                     self.tally.broker_outages.push((down_at, now_ms()));
                 }
-                producer.resume();
+                if node.is_none() {
+                    producer.resume();
+                }
                 self.tally.broker_restarts += 1;
-                eprintln!("chaos: broker back after {:.1}s", t.elapsed().as_secs_f64());
+                eprintln!("chaos: {what} back after {:.1}s", t.elapsed().as_secs_f64());
             }
             Fault::TermBookstoreBurst | Fault::KillBookstoreBurst => {
                 let book = if f == Fault::TermBookstoreBurst {
@@ -666,7 +680,8 @@ async fn wait_for_leaders(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
         deadline: Some(attempt),
     };
     let client = loop {
-        let built = rskafka::client::ClientBuilder::new(vec![bootstrap.to_string()])
+        let brokers = bootstrap.split(',').map(|a| a.trim().to_string()).collect();
+        let built = rskafka::client::ClientBuilder::new(brokers)
             .backoff_config(backoff.clone())
             .build();
         match tokio::time::timeout(attempt, built).await {
@@ -781,7 +796,16 @@ impl Drop for BrokerLock {
     }
 }
 
-/// Runs `scripts/kafka-local <cmd>` for the broker at `bootstrap`: the script acts on the
+/// How many brokers `bootstrap` names: more than one is a cluster `scripts/kafka-local`
+/// runs with `KAFKA_BROKERS`, whose nodes the run stops one at a time.
+fn cluster_nodes(bootstrap: &str) -> usize {
+    bootstrap
+        .split(',')
+        .filter(|a| !a.trim().is_empty())
+        .count()
+}
+
+/// Runs `scripts/kafka-local <cmd>` (a cluster: `<cmd> <node>`) for the broker at `bootstrap`: the script acts on the
 /// broker at `KAFKA_PORT`, which is the bootstrap's port unless the environment names one
 /// (the run checks with `status` that the script runs this broker before it restarts it).
 async fn kafka_local(
@@ -791,15 +815,22 @@ async fn kafka_local(
 ) -> anyhow::Result<String> {
     let script = script.to_path_buf();
     let c = cmd.to_string();
-    let port = match bootstrap.trim().rsplit_once(':') {
-        Some((_, p)) if !bootstrap.contains(',') && p.parse::<u16>().is_ok() => Some(p.to_string()),
-        _ => None,
-    };
+    // The script's node 1 listens on KAFKA_PORT; a cluster's first address is node 1.
+    let nodes = cluster_nodes(bootstrap);
+    let port = bootstrap
+        .split(',')
+        .next()
+        .and_then(|a| a.trim().rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .map(|p| p.to_string());
     let out = tokio::task::spawn_blocking(move || {
         let mut command = std::process::Command::new(&script);
-        command.arg(&c);
+        command.args(c.split_whitespace());
         if let (Some(p), Err(_)) = (port, std::env::var("KAFKA_PORT")) {
             command.env("KAFKA_PORT", p);
+        }
+        if nodes > 1 && std::env::var("KAFKA_BROKERS").is_err() {
+            command.env("KAFKA_BROKERS", nodes.to_string());
         }
         command.output()
     })
@@ -880,7 +911,7 @@ async fn pg_restartable(script: &std::path::Path, database_url: &str) -> Result<
 /// Whether `scripts/kafka-local` runs the broker at `bootstrap`, so the run may restart it.
 async fn restartable(script: &std::path::Path, bootstrap: &str) -> Result<(), String> {
     match kafka_local(script, "status", bootstrap).await {
-        Ok(s) if s.contains(bootstrap.trim()) => Ok(()),
+        Ok(s) if bootstrap.split(',').all(|a| s.contains(a.trim())) => Ok(()),
         Ok(s) => Err(format!(
             "scripts/kafka-local runs a broker elsewhere ({})",
             s.trim()
@@ -1430,6 +1461,11 @@ fn print_http(d: &Driver, h: &HttpSummary, check: &HttpCheck) {
     if h.outages.is_empty() {
         println!("  broker outage        none with HTTP traffic (the broker is not restarted)");
     }
+    let outage = if cluster_nodes(&d.opts.kafka_bootstrap) > 1 {
+        "node outage"
+    } else {
+        "broker outage"
+    };
     for (secs, lat, n5, (wok, w)) in &h.outages {
         let bound = d
             .opts
@@ -1437,7 +1473,7 @@ fn print_http(d: &Driver, h: &HttpSummary, check: &HttpCheck) {
             .outage_p99_limit_ms
             .map_or("not asserted".to_string(), |l| format!("bound {l} ms"));
         println!(
-            "  broker outage        {secs:.1} s down: pages and downloads {} (5xx {n5}), p50 {:.1} ms, p99 {:.1} ms ({bound}), max {:.1} ms; purchases, reviews, ratings {wok} of {w} 2xx",
+            "  {outage:<20} {secs:.1} s down: pages and downloads {} (5xx {n5}), p50 {:.1} ms, p99 {:.1} ms ({bound}), max {:.1} ms; purchases, reviews, ratings {wok} of {w} 2xx",
             lat.count, lat.p50_ms, lat.p99_ms, lat.max_ms
         );
     }
@@ -1620,6 +1656,12 @@ fn summary(
         Some(note) => println!(
             "  broker restarts      {} ({note})",
             d.tally.broker_restarts
+        ),
+        None if cluster_nodes(&d.opts.kafka_bootstrap) > 1 => println!(
+            "  broker restarts      {} (one node of {} at a time, {} after kill -9; producer not paused)",
+            d.tally.broker_restarts,
+            cluster_nodes(&d.opts.kafka_bootstrap),
+            d.tally.broker_crashes
         ),
         None => println!(
             "  broker restarts      {} ({} after kill -9; producer paused {} times, schedule moved {} ms)",
