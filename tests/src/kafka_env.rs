@@ -747,7 +747,7 @@ impl KafkaEnv {
         loop {
             let rows = self.describe_group(cfg, group).await;
             if let Ok(rows) = &rows {
-                let analytics = group == folio_analytics::GROUP;
+                let analytics = group == folio_runtime::analytics::GROUP;
                 let settled = rows.len() == partitions
                     && rows.iter().all(|r| match r.log_end_offset {
                         Some(end) if analytics => r.current_offset == Some(settled_commit(end)),
