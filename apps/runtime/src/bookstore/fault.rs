@@ -39,6 +39,12 @@ impl FaultArgs {
     /// `sink` as the statistics ingest should see it under these faults.
     #[cfg(not(feature = "faults"))]
     pub fn wrap_sink(&self, sink: Arc<dyn StatsSink>) -> Arc<dyn StatsSink> {
+        if std::env::var_os("FOLIO_FAULT_ABORT_AFTER_UPSERT").is_some() {
+            tracing::warn!(
+                "FOLIO_FAULT_ABORT_AFTER_UPSERT is ignored: this binary was built without the \
+                 `faults` feature (build the workspace, or add --features folio-bookstore/faults)"
+            );
+        }
         sink
     }
 
