@@ -401,7 +401,7 @@ fn image_setting(variable: &str, official: &str) -> (String, String) {
 }
 
 /// `FOLIO_TEST_DOCKER_NETWORK=host`: containers share the host's network, for engines
-/// without a bridge network (DESIGN.md §5). Their servers then listen on 127.0.0.1 at
+/// without a bridge network (docs/contract.md §3). Their servers then listen on 127.0.0.1 at
 /// ports chosen here instead of published ones.
 fn host_network() -> bool {
     non_empty_env("FOLIO_TEST_DOCKER_NETWORK").as_deref() == Some("host")
