@@ -1,4 +1,4 @@
-//! The five user-action events (DESIGN §2) and their JSON form.
+//! The five user-action events (docs/contract.md §1) and their JSON form.
 //!
 //! Every event carries a unique `event_id` (UUIDv7), its `type`, `occurred_at` (RFC 3339,
 //! UTC), `book_id`, `user_id` where there is one, and its own fields. The JSON is the

@@ -187,6 +187,42 @@ pub trait MessageBus: Send + Sync {
     async fn join(&self, group: &str, topics: &[Topic]) -> Result<Box<dyn GroupConsumer>>;
     /// Creates missing topics with the catalog's partition counts (a no-op in memory).
     async fn provision(&self) -> Result<()>;
+    /// Whether the bus answers now: [`Error::Unavailable`] when no broker does. Readiness
+    /// probes call it, so it must be cheap and must not wait past the adapter's deadline.
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Each consumer of this process, per partition it fetches: how far its position is
+    /// behind the partition's high watermark, as the last fetch saw it.
+    fn consumer_lag(&self) -> Vec<PartitionLag> {
+        Vec::new()
+    }
+    /// The producers of this process, summed.
+    fn producer_stats(&self) -> ProducerStats {
+        ProducerStats::default()
+    }
+}
+
+/// One consumer's lag on one partition: records between its position and the high
+/// watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub group: String,
+    pub partition: TopicPartition,
+    pub lag: i64,
+}
+
+/// What the producers of a process did, summed over them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Records accepted by `send`.
+    pub sent: u64,
+    /// Records the bus acknowledged.
+    pub acked: u64,
+    /// Records that could not be delivered (their sender retries or reports them).
+    pub failed: u64,
+    /// Records buffered or awaiting acknowledgement now.
+    pub in_flight: u64,
 }
 
 /// Publishes typed events. Handlers call it for events that have no row of their own
@@ -344,6 +380,11 @@ pub trait Outbox: Send + Sync {
     async fn mark_published(&self, ids: &[i64], now: DateTime<Utc>) -> Result<()>;
     /// How many entries wait to be published.
     async fn backlog(&self) -> Result<u64>;
+    /// When the oldest entry still waiting was written, if any waits (and the store can
+    /// say).
+    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The topic catalog of DESIGN §2: every topic folio uses, with its partition count and what
+//! The topic catalog of docs/contract.md §1: every topic folio uses, with its partition count and what
 //! its records are keyed by. Nothing else in folio spells a topic name.
 
 use std::fmt;

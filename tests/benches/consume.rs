@@ -1,5 +1,5 @@
 //! Analytics ingest over Kafka, side by side with Kafka's own `kafka-consumer-perf-test` on
-//! the same broker and topic in the same run (DESIGN §7: consuming, decoding and
+//! the same broker and topic in the same run (docs/contract.md §5: consuming, decoding and
 //! aggregating a backlog should run at least as fast as the tool reads it without decoding
 //! anything).
 //!

@@ -1,5 +1,5 @@
 //! What publishing costs a book view: `GET /api/v1/books/{id}` throughput with folio's
-//! Kafka publisher next to the same bookstore whose publisher drops every record (DESIGN
+//! Kafka publisher next to the same bookstore whose publisher drops every record (docs/contract.md
 //! §7: the Kafka variant should keep at least 80% of the null variant's throughput).
 //!
 //! ```sh

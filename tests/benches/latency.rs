@@ -1,4 +1,4 @@
-//! How soon a window's figures reach the admin API once the window closes (DESIGN §7: less
+//! How soon a window's figures reach the admin API once the window closes (docs/contract.md §5: less
 //! than 500 ms), with both roles on Kafka.
 //!
 //! ```sh

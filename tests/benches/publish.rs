@@ -1,5 +1,5 @@
 //! Publishing throughput, side by side with Kafka's own `kafka-producer-perf-test` on the
-//! same broker and topic in the same run (DESIGN §7: folio's publisher should reach at least
+//! same broker and topic in the same run (docs/contract.md §5: folio's publisher should reach at least
 //! the tool's throughput for 150-byte events with acks=all).
 //!
 //! ```sh

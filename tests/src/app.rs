@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use folio_analytics::AnalyticsArgs;
-use folio_bookstore::{BookstoreArgs, Payments, Retention, RunningBookstore, Starter};
 use folio_domain::analytics::StopFlag;
 use folio_domain::ports::MessageBus;
 use folio_memory::SystemClock;
+use folio_runtime::bookstore::{BookstoreArgs, Payments, Retention, RunningBookstore, Starter};
+use folio_runtime::AnalyticsArgs;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -85,7 +85,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     let stop = StopFlag::new();
     let (analytics, stats) = if opts.analytics {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let worker = tokio::spawn(folio_analytics::run(
+        let worker = tokio::spawn(folio_runtime::analytics::run(
             bus.clone(),
             clock.clone(),
             spec,
@@ -101,6 +101,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
     let args = BookstoreArgs {
         database_url,
         http_addr: "127.0.0.1:0".into(),
+        drain_timeout: std::time::Duration::from_secs(10),
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         token_secret: Some("test-token-secret-of-some-length".into()),

@@ -401,7 +401,7 @@ fn image_setting(variable: &str, official: &str) -> (String, String) {
 }
 
 /// `FOLIO_TEST_DOCKER_NETWORK=host`: containers share the host's network, for engines
-/// without a bridge network (DESIGN.md §5). Their servers then listen on 127.0.0.1 at
+/// without a bridge network (docs/contract.md §3). Their servers then listen on 127.0.0.1 at
 /// ports chosen here instead of published ones.
 fn host_network() -> bool {
     non_empty_env("FOLIO_TEST_DOCKER_NETWORK").as_deref() == Some("host")
@@ -747,7 +747,7 @@ impl KafkaEnv {
         loop {
             let rows = self.describe_group(cfg, group).await;
             if let Ok(rows) = &rows {
-                let analytics = group == folio_analytics::GROUP;
+                let analytics = group == folio_runtime::analytics::GROUP;
                 let settled = rows.len() == partitions
                     && rows.iter().all(|r| match r.log_end_offset {
                         Some(end) if analytics => r.current_offset == Some(settled_commit(end)),

@@ -7,10 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use folio_analytics::GROUP as ANALYTICS_GROUP;
-use folio_bookstore::{
-    BookstoreArgs, Payments, Retention, RunningBookstore, Starter, GROUP as BOOKSTORE_GROUP,
-};
 use folio_domain::analytics::{StopFlag, WindowSpec, WorkerStats};
 use folio_domain::ids::BookId;
 use folio_domain::ports::{MessageBus, RecordPublisher, StatsQuery};
@@ -18,6 +14,10 @@ use folio_domain::stats::TimeRange;
 use folio_domain::topics::Topic;
 use folio_kafka::{KafkaBus, KafkaConfig};
 use folio_memory::SystemClock;
+use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
+use folio_runtime::bookstore::{
+    BookstoreArgs, Payments, Retention, RunningBookstore, Starter, GROUP as BOOKSTORE_GROUP,
+};
 use folio_sql::SqlStore;
 use tokio::task::JoinHandle;
 
@@ -37,7 +37,7 @@ pub struct Stack {
     data_dir: tempfile::TempDir,
 }
 
-/// An analytics instance (`folio_analytics::run`) on its own Kafka client.
+/// An analytics instance (`folio_runtime::analytics::run`) on its own Kafka client.
 pub struct Analytics {
     stop: StopFlag,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -121,6 +121,7 @@ impl Stack {
         let args = BookstoreArgs {
             database_url: self.database_url.clone(),
             http_addr: "127.0.0.1:0".into(),
+            drain_timeout: std::time::Duration::from_secs(10),
             admin_email: crate::app::ADMIN_EMAIL.into(),
             admin_password: Some(crate::app::ADMIN_PASSWORD.into()),
             token_secret: Some("test-token-secret-of-some-length".into()),
@@ -167,7 +168,7 @@ impl Stack {
         let bus = self.bus().await?;
         let stop = StopFlag::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut task = tokio::spawn(folio_analytics::run(
+        let mut task = tokio::spawn(folio_runtime::analytics::run(
             bus,
             Arc::new(SystemClock),
             self.spec,

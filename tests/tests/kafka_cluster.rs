@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use folio_analytics::GROUP as ANALYTICS_GROUP;
 use folio_domain::events::Event;
 use folio_domain::ports::RecordPublisher;
 use folio_domain::services::event_record;
 use folio_domain::topics::Topic;
 use folio_kafka::{KafkaClient, Replication};
+use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
 use folio_tests::kafka_env::{kafka_cluster, postgres, ClusterEnv};
 use folio_tests::stack::Stack;
 use folio_tests::traffic::Traffic;

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use folio_analytics::GROUP as ANALYTICS_GROUP;
 use folio_domain::analytics::{DeadLetter, WorkerStats};
 use folio_domain::ports::OutgoingRecord;
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_kafka::KafkaBus;
+use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
 use folio_tests::app::{spawn_app_with, AppOptions};
 use folio_tests::bus_contract::{header_map, partition_of, partitions_of, Member, WITHIN};
 use folio_tests::kafka_env::{kafka, postgres, settled_commit};

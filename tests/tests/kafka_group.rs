@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use folio_analytics::GROUP as ANALYTICS_GROUP;
 use folio_domain::analytics::WorkerStats;
 use folio_domain::ports::RecordPublisher;
 use folio_domain::topics::Topic;
 use folio_kafka::GroupProtocol;
+use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
 use folio_tests::bus_contract::partitions_of;
 use folio_tests::kafka_env::{kafka, postgres, KafkaEnv, SESSION_TIMEOUT};
 use folio_tests::stack::{Analytics, Stack};

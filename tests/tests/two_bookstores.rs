@@ -1,15 +1,15 @@
-//! Two bookstore instances on one PostgreSQL (DESIGN §6, issue "PostgreSQL for
+//! Two bookstore instances on one PostgreSQL (docs/contract.md §4, issue "PostgreSQL for
 //! production"): uniqueness holds under races, no update is lost, a retried webhook
 //! completes a purchase once, and both outbox relays together publish each event once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use folio_bookstore::Payments;
 use folio_domain::events::Event;
 use folio_domain::ports::MessageBus;
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_memory::{MemoryBus, SimulatedPayments};
+use folio_runtime::bookstore::Payments;
 use folio_tests::app::{spawn_app_with, AppOptions, TestApp};
 use folio_tests::kafka_env::postgres;
 use futures_util::future::join_all;

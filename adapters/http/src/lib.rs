@@ -1,4 +1,4 @@
-//! folio's HTTP adapter: the REST API of DESIGN §5 with poem and poem-openapi, plus Swagger
+//! folio's HTTP adapter: the REST API of docs/contract.md §3 with poem and poem-openapi, plus Swagger
 //! UI, health probes, Prometheus metrics and the admin dashboard page. It also holds the
 //! credential adapters the API relies on: [`Argon2Hasher`] and [`HmacTokens`].
 //!
@@ -132,6 +132,28 @@ pub fn app(state: HttpState) -> BoxEndpoint<'static> {
         )
         .around(problem::problem_boundary)
         // No response, problems and downloads included, is to be sniffed as another type.
+        .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .around(move |ep, req| metrics::observe(observed.clone(), ep, req))
+        .boxed()
+}
+
+/// The operator endpoints alone, for a role without the API (the analytics service):
+/// `/health/live`, `/health/ready` over `readiness`, and `/metrics` (its own HTTP
+/// requests, then `extra`). Errors are problem+json, as in [`app`].
+pub fn ops_app(
+    readiness: Vec<Arc<dyn Readiness>>,
+    extra: Option<MetricsFn>,
+) -> BoxEndpoint<'static> {
+    let metrics = Arc::new(HttpMetrics::new());
+    let observed = metrics.clone();
+    Route::new()
+        .at("/health/live", get(ops::live))
+        .at("/health/ready", get(ops::ready))
+        .at("/metrics", get(ops::metrics))
+        .data(ops::Checks(Arc::new(readiness)))
+        .data(ExtraMetrics(extra))
+        .data(metrics)
+        .around(problem::problem_boundary)
         .with(SetHeader::new().overriding(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .around(move |ep, req| metrics::observe(observed.clone(), ep, req))
         .boxed()

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use folio_domain::ports::{PartitionLag, ProducerStats};
 use folio_domain::topics::Topic;
 use folio_domain::Result;
 use tracing::instrument;
@@ -54,6 +55,21 @@ impl KafkaClient {
     #[instrument(skip(self))]
     pub async fn delete_topics(&self, topics: &[Topic]) -> Result<usize> {
         admin::delete_topics(&self.cluster, topics).await
+    }
+
+    /// Whether a broker answers a metadata request now (readiness).
+    pub async fn check(&self) -> Result<()> {
+        self.cluster.partition_counts().await.map(|_| ())
+    }
+
+    /// The lag of every fetcher of this client's group members, from their last fetch.
+    pub fn consumer_lag(&self) -> Vec<PartitionLag> {
+        self.cluster.observed.lags()
+    }
+
+    /// The records of every publisher of this client, summed.
+    pub fn producer_stats(&self) -> ProducerStats {
+        self.cluster.observed.producer()
     }
 
     /// A publisher with its own buffers; publishers share this client's connections.

@@ -8,9 +8,12 @@
 //! clone; none of them knows another, and this module knows none of them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use folio_domain::ports::{PartitionLag, ProducerStats};
+use folio_domain::topics::TopicPartition;
 use folio_domain::Result;
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
@@ -29,6 +32,75 @@ pub(crate) struct Cluster {
     pub(crate) cfg: Arc<KafkaConfig>,
     pub(crate) rs: Arc<Client>,
     leaders: Arc<LeaderWatch>,
+    /// What the publishers and fetchers of this handle report, for metrics.
+    pub(crate) observed: Arc<Observed>,
+}
+
+/// Figures every publisher and fetcher of one cluster handle adds to: the producers'
+/// records summed, and each fetcher's lag.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    next_fetcher: AtomicU64,
+    fetchers: Mutex<HashMap<u64, FetcherSlot>>,
+}
+
+/// A fetcher's group, partition and lag.
+type FetcherSlot = (String, TopicPartition, Arc<AtomicI64>);
+
+impl Observed {
+    /// A new fetcher's lag slot, reported until [`Observed::forget`]; −1 until its first fetch.
+    pub(crate) fn register_fetcher(
+        &self,
+        group: &str,
+        tp: TopicPartition,
+    ) -> (u64, Arc<AtomicI64>) {
+        let id = self.next_fetcher.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(AtomicI64::new(-1));
+        self.lock()
+            .insert(id, (group.to_string(), tp, slot.clone()));
+        (id, slot)
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, FetcherSlot>> {
+        self.fetchers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lag of every fetcher that has fetched once, by group and partition.
+    pub(crate) fn lags(&self) -> Vec<PartitionLag> {
+        let mut out: Vec<PartitionLag> = self
+            .lock()
+            .values()
+            .filter_map(|(group, tp, slot)| {
+                let lag = slot.load(Ordering::Relaxed);
+                (lag >= 0).then(|| PartitionLag {
+                    group: group.clone(),
+                    partition: *tp,
+                    lag,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.group, a.partition).cmp(&(&b.group, b.partition)));
+        out
+    }
+
+    pub(crate) fn producer(&self) -> ProducerStats {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let acked = self.acked.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        ProducerStats {
+            sent,
+            acked,
+            failed,
+            in_flight: sent.saturating_sub(acked + failed),
+        }
+    }
 }
 
 /// Connects once over folio's own connection and fails at once if TLS refuses the broker's
@@ -78,6 +150,7 @@ impl Cluster {
             cfg: Arc::new(cfg),
             rs: Arc::new(rs),
             leaders: Arc::default(),
+            observed: Arc::default(),
         })
     }
 

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use folio_domain::topics::Topic;
 
+/// The most bytes of metadata a broker keeps with a committed offset at its default
+/// `offset.metadata.max.bytes`; a commit carrying more is refused.
+pub const COMMIT_METADATA_MAX_BYTES: usize = 4096;
+
 /// SASL mechanisms folio can authenticate with (the ones rskafka also speaks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {

@@ -22,7 +22,7 @@
 //! would: the broker moves the partitions after its session timeout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +67,8 @@ use crate::wire::{BrokerConnection, ConnectSettings, WireError};
 struct FetchState {
     caught_up: AtomicBool,
     error: Mutex<Option<String>>,
+    /// High watermark minus position, from the last fetch response (−1 before the first).
+    lag: Arc<AtomicI64>,
 }
 
 impl FetchState {
@@ -83,6 +85,16 @@ struct Fetcher {
     generation: u64,
     task: JoinHandle<()>,
     state: Arc<FetchState>,
+    /// Its slot in the cluster's lag report, removed when the fetcher goes.
+    slot: u64,
+    cluster: Cluster,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cluster.observed.forget(self.slot);
+    }
 }
 
 struct Fetched {
@@ -308,9 +320,14 @@ impl KafkaGroupConsumer {
 
     fn start_fetcher(&mut self, tp: TopicPartition, start: Option<i64>) {
         self.next_generation += 1;
+        let (slot, lag) = self
+            .cluster
+            .observed
+            .register_fetcher(&self.membership.group, tp);
         let state = Arc::new(FetchState {
             caught_up: AtomicBool::new(false),
             error: Mutex::new(None),
+            lag,
         });
         let task = tokio::spawn(run_fetcher(
             self.cluster.clone(),
@@ -326,6 +343,8 @@ impl KafkaGroupConsumer {
                 generation: self.next_generation,
                 task,
                 state,
+                slot,
+                cluster: self.cluster.clone(),
             },
         ) {
             old.task.abort();
@@ -1068,6 +1087,10 @@ async fn run_fetcher(
             Ok((records, high_watermark)) => {
                 backoff.reset();
                 state.set_error(None);
+                let next = records.last().map_or(offset, |r| r.offset + 1);
+                state
+                    .lag
+                    .store((high_watermark - next).max(0), Ordering::Relaxed);
                 let Some(last) = records.last().map(|r| r.offset) else {
                     state
                         .caught_up

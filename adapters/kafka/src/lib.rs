@@ -64,7 +64,9 @@ mod wire;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use folio_domain::ports::{GroupConsumer, MessageBus, RecordPublisher};
+use folio_domain::ports::{
+    GroupConsumer, MessageBus, PartitionLag, ProducerStats, RecordPublisher,
+};
 use folio_domain::topics::Topic;
 use folio_domain::Result;
 
@@ -72,7 +74,7 @@ pub use admin::{ProvisionReport, Shortfall, ShortfallKind};
 pub use client::{ensure_topics, KafkaClient};
 pub use config::{
     parse_partitions, tls_config, ClientCertificate, GroupProtocol, KafkaConfig, Replication,
-    SaslMechanism, SaslSettings,
+    SaslMechanism, SaslSettings, COMMIT_METADATA_MAX_BYTES,
 };
 pub use group::KafkaGroupConsumer;
 pub use publisher::{KafkaPublisher, PublisherStats};
@@ -115,6 +117,19 @@ impl MessageBus for KafkaBus {
 
     async fn provision(&self) -> Result<()> {
         self.client.ensure_topics(&Topic::ALL).await.map(|_| ())
+    }
+
+    /// A metadata request to any broker.
+    async fn check(&self) -> Result<()> {
+        self.client.check().await
+    }
+
+    fn consumer_lag(&self) -> Vec<PartitionLag> {
+        self.client.consumer_lag()
+    }
+
+    fn producer_stats(&self) -> ProducerStats {
+        self.client.producer_stats()
     }
 }
 

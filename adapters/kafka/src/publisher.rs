@@ -277,6 +277,11 @@ impl KafkaPublisher {
         // The lane returns the permit once the record is acknowledged or has failed.
         permit.forget();
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .cluster
+            .observed
+            .sent
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -395,6 +400,8 @@ async fn run_lane(
             match result {
                 Ok(()) => {
                     shared.counters.acked.fetch_add(n as u64, Ordering::Relaxed);
+                    let observed = &shared.cluster.observed;
+                    observed.acked.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     let returned = tracks.iter().filter(|t| t.is_some()).count();
@@ -405,6 +412,8 @@ async fn run_lane(
                         .counters
                         .failed
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    let observed = &shared.cluster.observed;
+                    observed.failed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
             shared.permits.add_permits(n);

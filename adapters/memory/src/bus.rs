@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use folio_domain::partitioner::partition_for_key;
 use folio_domain::ports::{
     Assignment, Committed, ConsumerEvent, GroupConsumer, Header, MessageBus, OffsetCommit,
-    OutgoingRecord, Record, RecordBatch, RecordPublisher,
+    OutgoingRecord, PartitionLag, Record, RecordBatch, RecordPublisher,
 };
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_domain::{Error, Result};
@@ -258,6 +258,27 @@ impl MessageBus for MemoryBus {
 
     async fn provision(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Per group and partition with a commit: records past the committed offset.
+    fn consumer_lag(&self) -> Vec<PartitionLag> {
+        let st = self.lock();
+        let mut out: Vec<PartitionLag> = st
+            .groups
+            .iter()
+            .flat_map(|(group, g)| {
+                g.committed.iter().filter_map(|(tp, c)| {
+                    let log = st.logs.get(tp)?;
+                    Some(PartitionLag {
+                        group: group.clone(),
+                        partition: *tp,
+                        lag: (log.end_offset() - c.offset.max(log.start_offset)).max(0),
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.group, a.partition).cmp(&(&b.group, b.partition)));
+        out
     }
 }
 

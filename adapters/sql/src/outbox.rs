@@ -11,14 +11,14 @@ use folio_domain::{Error, Result};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, Set,
+    QueryFilter, QueryOrder, Set,
 };
 use tracing::error;
 
 use crate::entity::outbox;
 use crate::error::db_err;
 use crate::store::SqlStore;
-use crate::time::to_ms;
+use crate::time::{from_ms, to_ms};
 
 /// Writes `event` to the outbox on `txn`, so it commits (or not) with the caller's row.
 pub(crate) async fn enqueue(
@@ -124,5 +124,15 @@ impl Outbox for SqlStore {
             .count(&self.db)
             .await
             .map_err(db_err)
+    }
+
+    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>> {
+        let oldest = outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .order_by_asc(outbox::Column::CreatedAt)
+            .one(&self.db)
+            .await
+            .map_err(db_err)?;
+        oldest.map(|row| from_ms(row.created_at)).transpose()
     }
 }

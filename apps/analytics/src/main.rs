@@ -1,12 +1,16 @@
 //! The analytics service: consumes the event topics as group `analytics-service-group` and
-//! publishes per-window aggregates to `analytics.aggregated-stats`. Needs Kafka.
+//! publishes per-window aggregates to `analytics.aggregated-stats`; `/metrics`,
+//! `/health/live` and `/health/ready` on `HTTP_ADDR`. Needs Kafka.
 
 use std::sync::Arc;
 
 use clap::Parser;
-use folio_analytics::{connect_bus, run, shutdown, telemetry, AnalyticsArgs, BusArgs};
-use folio_domain::analytics::StopFlag;
 use folio_memory::SystemClock;
+use folio_runtime::supervisor::Stage;
+use folio_runtime::{analytics, bus, ops, telemetry};
+use folio_runtime::{
+    AnalyticsArgs, BusArgs, HttpArgs, Metrics, Shutdown, Supervisor, TelemetryArgs,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "folio-analytics", version, about = "folio's analytics service")]
@@ -15,27 +19,44 @@ struct Cli {
     bus: BusArgs,
     #[command(flatten)]
     analytics: AnalyticsArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
-    let stop_requested = shutdown::signal();
+    let shutdown = Shutdown::install();
     let cli = Cli::parse();
-    if cli.bus.kafka_bootstrap.is_none() {
-        anyhow::bail!(
-            "set KAFKA_BOOTSTRAP (e.g. 127.0.0.1:19092 from scripts/kafka-local start); \
-             to try folio without Kafka run the all-in-one `folio` binary instead"
-        );
-    }
+    telemetry::init(&cli.telemetry);
+    bus::require_kafka(&cli.bus)?;
     let spec = cli.analytics.spec()?;
-    let bus = connect_bus(&cli.bus).await?;
+    let bus = bus::connect_bus(&cli.bus).await?;
     bus.provision().await?;
-    let stop = StopFlag::new();
-    let worker = tokio::spawn(run(bus, Arc::new(SystemClock), spec, stop.clone(), None));
-    stop_requested.await;
-    stop.stop();
-    worker.await??;
-    Ok(())
+
+    let metrics = Metrics::new();
+    metrics.bus(bus.clone());
+    let readiness: Vec<Arc<dyn folio_runtime::bus::Readiness>> =
+        vec![Arc::new(bus::BusReadiness(bus.clone()))];
+    let addr = cli.http.addr_or(HttpArgs::ANALYTICS_ADDR);
+    let (_, server) = ops::bind(&addr, readiness, &metrics, cli.http.drain_timeout).await?;
+
+    let mut sup = Supervisor::new();
+    sup.spawn(Stage::Operator, "metrics and health", server);
+    let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
+    sup.spawn(Stage::Analytics, "analytics worker", move |stop| {
+        analytics::run(bus, Arc::new(SystemClock), spec, stop, Some(stats_tx))
+    });
+    // Sent once the worker has joined its group; a stop may come first.
+    tokio::select! {
+        stats = stats_rx => {
+            if let Ok(stats) = stats {
+                metrics.analytics_worker(stats);
+            }
+        }
+        _ = shutdown.requested() => {}
+    }
+    sup.run_until(&shutdown.token()).await
 }

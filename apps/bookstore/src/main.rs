@@ -1,12 +1,13 @@
-//! The bookstore service: HTTP API, outbox relay and statistics ingest. Needs Kafka; for
-//! everything in one process on embedded defaults, run `folio`.
+//! The bookstore service: HTTP API (with `/metrics`, `/health/live`, `/health/ready`),
+//! outbox relay and statistics ingest. Needs Kafka; for everything in one process on
+//! embedded defaults, run `folio`.
 
 use std::sync::Arc;
 
 use clap::Parser;
-use folio_analytics::{connect_bus, shutdown, telemetry, BusArgs};
-use folio_bookstore::{BookstoreArgs, FaultArgs, Starter};
 use folio_memory::SystemClock;
+use folio_runtime::bookstore::{BookstoreArgs, FaultArgs, Starter};
+use folio_runtime::{bus, telemetry, BusArgs, Shutdown, Supervisor, TelemetryArgs};
 
 #[derive(Debug, Parser)]
 #[command(name = "folio-bookstore", version, about = "folio's bookstore service")]
@@ -16,37 +17,29 @@ struct Cli {
     #[command(flatten)]
     bookstore: BookstoreArgs,
     #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
     faults: FaultArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
-    let stop_requested = shutdown::signal();
+    let shutdown = Shutdown::install();
     let cli = Cli::parse();
-    if cli.bus.kafka_bootstrap.is_none() {
-        anyhow::bail!(
-            "set KAFKA_BOOTSTRAP (e.g. 127.0.0.1:19092 from scripts/kafka-local start); \
-             to try folio without Kafka run the all-in-one `folio` binary instead"
-        );
-    }
-    let bus = connect_bus(&cli.bus).await?;
+    telemetry::init(&cli.telemetry);
+    bus::require_kafka(&cli.bus)?;
+    let bus = bus::connect_bus(&cli.bus).await?;
     bus.provision().await?;
-    let running = Starter::start_with_faults(
-        &cli.bookstore,
-        bus,
-        Arc::new(SystemClock),
-        None,
-        &cli.faults,
-    )
-    .await?;
+    let clock = Arc::new(SystemClock);
+    let running = Starter::start_with_faults(&cli.bookstore, bus, clock, None, &cli.faults).await?;
     if let Some(pw) = &running.generated_admin_password {
         println!(
             "admin login: {} / {pw} (generated; set FOLIO_ADMIN_PASSWORD to choose one)",
             running.admin_email
         );
     }
-    stop_requested.await;
-    running.stop().await
+    let mut sup = Supervisor::new();
+    running.supervise(&mut sup);
+    sup.run_until(&shutdown.token()).await
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use folio_bookstore::BookstoreArgs;
 use folio_domain::accounts::{Email, Password, Role};
 use folio_domain::ports::{PasswordHasher, UserRepository};
 use folio_http::Argon2Hasher;
+use folio_runtime::bookstore::BookstoreArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -58,7 +58,7 @@ pub async fn run(cmd: &AdminCommand, store_args: &BookstoreArgs) -> anyhow::Resu
             .with_context(|| {
                 format!(
                     "opening {}",
-                    folio_bookstore::redact(&store_args.database_url)
+                    folio_runtime::bookstore::redact(&store_args.database_url)
                 )
             })?,
     );

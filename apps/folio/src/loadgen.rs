@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use folio_bookstore::BookstoreArgs;
 use folio_domain::analytics::parse_duration;
+use folio_runtime::bookstore::BookstoreArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

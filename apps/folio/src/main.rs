@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use folio_analytics::{connect_bus, shutdown, telemetry, AnalyticsArgs, BusArgs};
-use folio_bookstore::{redact, BookstoreArgs, EmbeddedAnalytics, Starter};
-use folio_domain::analytics::StopFlag;
 use folio_domain::ports::MessageBus;
 use folio_domain::topics::Topic;
 use folio_memory::{MemoryBus, SystemClock};
+use folio_runtime::bookstore::{redact, BookstoreArgs, EmbeddedAnalytics, LagFn, Starter};
+use folio_runtime::supervisor::Stage;
+use folio_runtime::{analytics, connect_bus, telemetry, AnalyticsArgs, BusArgs, Shutdown};
+use folio_runtime::{Supervisor, TelemetryArgs};
 
 mod accounts;
 mod demo;
@@ -37,6 +38,8 @@ struct Cli {
     bookstore: BookstoreArgs,
     #[command(flatten)]
     analytics: AnalyticsArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     /// Run the bookstore without the analytics worker (in-process bus only): events pile
     /// up unaggregated, and the dashboard's pipeline panel says the pipeline stalled.
     #[arg(long, env = "FOLIO_WITHOUT_ANALYTICS")]
@@ -76,10 +79,10 @@ fn seed_about() -> &'static str {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
     // Installed before anything slow, so a SIGTERM during start-up still stops cleanly.
-    let stop_requested = shutdown::signal();
+    let shutdown = Shutdown::install();
     let cli = Cli::parse();
+    telemetry::init(&cli.telemetry);
     match &cli.command {
         Some(Command::Migrate) => {
             folio_sql::migrate(&cli.bookstore.database_url).await?;
@@ -98,38 +101,33 @@ async fn main() -> anyhow::Result<()> {
     }
     ensure_sqlite_dir(&cli.bookstore.database_url)?;
     let spec = cli.analytics.spec()?;
-    let (bus, lag): (Arc<dyn MessageBus>, Option<folio_bookstore::LagFn>) =
-        match &cli.bus.kafka_bootstrap {
-            None => {
-                let memory = MemoryBus::new();
-                let lag = memory.clone();
-                (
-                    Arc::new(memory),
-                    Some(Arc::new(move || {
-                        lag.lag(folio_analytics::GROUP, &Topic::EVENTS)
-                    })),
-                )
-            }
-            Some(_) => (connect_bus(&cli.bus).await?, None),
-        };
+    let (bus, lag): (Arc<dyn MessageBus>, Option<LagFn>) = match &cli.bus.kafka_bootstrap {
+        None => {
+            let memory = MemoryBus::new();
+            let lag = memory.clone();
+            (
+                Arc::new(memory),
+                Some(Arc::new(move || lag.lag(analytics::GROUP, &Topic::EVENTS))),
+            )
+        }
+        Some(_) => (connect_bus(&cli.bus).await?, None),
+    };
     if cli.without_analytics && cli.bus.kafka_bootstrap.is_some() {
         anyhow::bail!("--without-analytics is for the in-process bus; with Kafka, stop folio-analytics instead");
     }
     bus.provision().await?;
     let clock = Arc::new(SystemClock);
 
-    let stop = StopFlag::new();
-    let mut analytics = None;
+    // Started before the bookstore, stopped after its intake and before its ingest
+    // (supervisor::Stage): a clean stop of the embedded mode loses nothing.
+    let mut sup = Supervisor::new();
     let mut worker_stats = None;
     if !cli.without_analytics {
         let (stats_tx, stats_rx) = tokio::sync::oneshot::channel();
-        analytics = Some(tokio::spawn(folio_analytics::run(
-            bus.clone(),
-            clock.clone(),
-            spec,
-            stop.clone(),
-            Some(stats_tx),
-        )));
+        let (bus, clock) = (bus.clone(), clock.clone());
+        sup.spawn(Stage::Analytics, "analytics worker", move |stop| {
+            analytics::run(bus, clock, spec, stop, Some(stats_tx))
+        });
         worker_stats = stats_rx.await.ok();
     }
     let embedded = EmbeddedAnalytics {
@@ -172,17 +170,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    stop_requested.await;
-    // Intake first (no new events), then analytics (publishes its open windows), then the
-    // ingest (stores them): a clean stop of the embedded mode loses nothing.
-    let mut running = running;
-    running.stop_intake().await?;
-    stop.stop();
-    if let Some(analytics) = analytics {
-        analytics.await??;
-    }
-    running.stop().await?;
-    Ok(())
+    running.supervise(&mut sup);
+    sup.run_until(&shutdown.token()).await
 }
 
 /// Creates the directory of a relative SQLite file, so the default works on a fresh clone.

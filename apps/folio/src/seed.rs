@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use folio_analytics::{AnalyticsArgs, BusArgs};
-use folio_bookstore::BookstoreArgs;
 use folio_domain::accounts::{Principal, Role};
 use folio_domain::analytics::{parse_duration, StopFlag, WorkerStats};
 use folio_domain::catalog::{BookDraft, BookFileUpload, BookFilter, PageRequest};
@@ -32,6 +30,8 @@ use folio_domain::stats::TimeRange;
 use folio_domain::topics::Topic;
 use folio_http::{Argon2Hasher, HmacTokens};
 use folio_memory::{ManualClock, MemoryBus, PaymentMode, SimulatedPayments, SystemClock};
+use folio_runtime::bookstore::BookstoreArgs;
+use folio_runtime::{AnalyticsArgs, BusArgs};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -118,7 +118,7 @@ pub async fn run(
     .with_context(|| {
         format!(
             "opening {}",
-            folio_bookstore::redact(&store_args.database_url)
+            folio_runtime::bookstore::redact(&store_args.database_url)
         )
     })?;
     let store = Arc::new(store);
@@ -128,7 +128,7 @@ pub async fn run(
     let bus: Arc<dyn folio_domain::ports::MessageBus> = if in_process {
         Arc::new(memory.clone())
     } else {
-        let bus = folio_analytics::connect_bus(bus_args).await?;
+        let bus = folio_runtime::connect_bus(bus_args).await?;
         bus.provision().await?;
         bus
     };
@@ -202,7 +202,7 @@ pub async fn run(
     let mut ingest_task = None;
     if in_process {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        worker_task = Some(tokio::spawn(folio_analytics::run(
+        worker_task = Some(tokio::spawn(folio_runtime::analytics::run(
             bus.clone(),
             Arc::new(SystemClock),
             analytics.spec()?,
@@ -211,7 +211,7 @@ pub async fn run(
         )));
         worker_stats = rx.await.ok();
         let consumer = bus
-            .join(folio_bookstore::GROUP, &[Topic::AggregatedStats])
+            .join(folio_runtime::bookstore::GROUP, &[Topic::AggregatedStats])
             .await?;
         let ingest = StatsIngest::new(
             consumer,
@@ -381,7 +381,9 @@ pub async fn run(
         wait_until(
             "the ingest to store every aggregate",
             Duration::from_secs(300),
-            || async { Ok(memory.lag(folio_bookstore::GROUP, &[Topic::AggregatedStats]) == 0) },
+            || async {
+                Ok(memory.lag(folio_runtime::bookstore::GROUP, &[Topic::AggregatedStats]) == 0)
+            },
         )
         .await?;
         ingest_stop.stop();

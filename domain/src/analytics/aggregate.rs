@@ -144,7 +144,7 @@ impl SourceRange {
 }
 
 /// One (window, book, source partition) figure. A later aggregate for the same key that
-/// covers at least as many offsets replaces an earlier one (DESIGN §3).
+/// covers at least as many offsets replaces an earlier one (docs/contract.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Aggregate {
     #[serde(with = "rfc3339")]

@@ -14,7 +14,7 @@ pub mod window;
 pub mod worker;
 
 pub use aggregate::{Aggregate, Figures, SourceRange};
-pub use partition::{Ingested, PartitionWindows};
+pub use partition::{checkpoint_bytes_bound, Ingested, PartitionWindows};
 pub use sketch::Sketch;
 pub use window::{parse_duration, Window, WindowSpec};
-pub use worker::{AnalyticsWorker, DeadLetter, StopFlag, WorkerStats};
+pub use worker::{AnalyticsWorker, DeadLetter, DeadReason, StopFlag, Stopped, WorkerStats};

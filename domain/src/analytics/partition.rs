@@ -294,6 +294,25 @@ impl SeenIds {
     }
 }
 
+/// The most bytes a checkpoint of `spec` takes, for window starts before the year 2286
+/// (13 digits of milliseconds) and any offset. Its `closed` list holds the windows that
+/// closed after the fold point, the first record of the oldest open window: at most the
+/// windows that close during one window's life (length plus grace), plus one. Settings
+/// whose bound exceeds the bus's commit-metadata limit are refused at startup.
+pub fn checkpoint_bytes_bound(spec: &WindowSpec) -> usize {
+    let length = spec.length_ms().max(1);
+    let windows = (length + spec.grace_ms() + length - 1) / length + 1;
+    let widest = Checkpoint {
+        v: 3,
+        fold: Some(i64::MIN),
+        stream: Some(9_999_999_999_999),
+        horizon: Some(9_999_999_999_999),
+        closed: vec![(9_999_999_999_999, i64::MAX); windows as usize],
+        corrected: Some(i64::MIN),
+    };
+    serde_json::to_string(&widest).map_or(usize::MAX, |s| s.len())
+}
+
 /// The checkpoint kept in the commit metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
@@ -349,6 +368,7 @@ pub struct PartitionWindows {
     /// it, so no commit needs to reach further back.
     floor: Option<i64>,
     corrections_released: u64,
+    windows_closed: u64,
     dirty: bool,
 }
 
@@ -379,6 +399,7 @@ impl PartitionWindows {
             learn_until: committed.map_or(0, |c| cp.fold.unwrap_or(c.offset)),
             floor: committed.map(|c| c.offset),
             corrections_released: 0,
+            windows_closed: 0,
             dirty: false,
         }
     }
@@ -516,6 +537,7 @@ impl PartitionWindows {
                 .map_or(window.end_ms, |h| h.max(window.end_ms)),
         );
         self.closed.push((window.start_ms, self.position));
+        self.windows_closed += 1;
         self.dirty = true;
     }
 
@@ -753,6 +775,11 @@ impl PartitionWindows {
     /// Aggregates closed and not yet returned by [`PartitionWindows::close_due`].
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// Windows closed since the last call.
+    pub fn take_windows_closed(&mut self) -> u64 {
+        std::mem::take(&mut self.windows_closed)
     }
 
     /// Correction aggregates released for publishing since the last call.

@@ -185,9 +185,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, Error> {
         "m" | "min" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86_400),
+        "w" => Duration::from_secs(n * 7 * 86_400),
         _ => {
             return Err(Error::invalid(format!(
-                "{raw:?} has an unknown unit; use ms, s, m, h or d"
+                "{raw:?} has an unknown unit; use ms, s, m, h, d or w"
             )))
         }
     };

@@ -7,8 +7,11 @@
 //! and the sink's upsert ignores what it already has.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -23,8 +26,18 @@ use crate::topics::{Topic, TopicPartition};
 use crate::Result;
 
 /// A shared stop signal: set it and running loops finish their step and stop cleanly.
+/// [`StopFlag::stopped`] resolves when it is set, so a loop's sleeps and backoffs end at
+/// once instead of running out ([`StopFlag::sleep`]).
 #[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub struct StopFlag(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopped: AtomicBool,
+    next_waiter: AtomicU64,
+    /// Wakers of the [`Stopped`] futures being polled, by their id.
+    waiters: Mutex<Vec<(u64, Waker)>>,
+}
 
 impl StopFlag {
     pub fn new() -> Self {
@@ -32,11 +45,104 @@ impl StopFlag {
     }
 
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.stopped.store(true, Ordering::SeqCst);
+        let waiters = std::mem::take(&mut *self.waiters());
+        for (_, w) in waiters {
+            w.wake();
+        }
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`StopFlag::stop`] has been called (at once if it already was).
+    pub fn stopped(&self) -> Stopped<'_> {
+        Stopped {
+            flag: self,
+            id: self.0.next_waiter.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Sleeps `d` on `clock`, or less if the flag is set meanwhile.
+    pub async fn sleep(&self, clock: &dyn Clock, d: Duration) {
+        let mut sleep = clock.sleep(d);
+        let mut stopped = self.stopped();
+        std::future::poll_fn(|cx| {
+            if Pin::new(&mut stopped).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Waker)>> {
+        self.0.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The future of [`StopFlag::stopped`].
+#[derive(Debug)]
+pub struct Stopped<'a> {
+    flag: &'a StopFlag,
+    id: u64,
+}
+
+impl Future for Stopped<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.is_stopped() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.flag.waiters();
+        // Checked again under the lock: a stop between the two checks has woken nobody.
+        if self.flag.is_stopped() {
+            return Poll::Ready(());
+        }
+        match waiters.iter_mut().find(|(id, _)| *id == self.id) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => waiters.push((self.id, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.flag.waiters().retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Why a record went to `analytics.dlq`, as the `reason` label of the dead-letter metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Not an event folio can decode.
+    Undecodable,
+    /// An event of another topic's type.
+    WrongTopic,
+    /// Older than the lateness horizon.
+    TooLate,
+    /// Decoded, but refused by the window logic (such as a time outside any window).
+    Rejected,
+}
+
+impl DeadReason {
+    pub const ALL: [DeadReason; 4] = [
+        DeadReason::Undecodable,
+        DeadReason::WrongTopic,
+        DeadReason::TooLate,
+        DeadReason::Rejected,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Undecodable => "undecodable",
+            DeadReason::WrongTopic => "wrong_topic",
+            DeadReason::TooLate => "too_late",
+            DeadReason::Rejected => "rejected",
+        }
     }
 }
 
@@ -97,7 +203,15 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     pub aggregates_published: AtomicU64,
     pub windows_open: AtomicU64,
+    /// Windows closed (their aggregates then published).
+    pub windows_closed: AtomicU64,
     pub commits: AtomicU64,
+    /// Steps that failed (the bus unavailable) and were retried after a backoff.
+    pub retries: AtomicU64,
+    /// Records read, by event topic (in [`Topic::EVENTS`] order).
+    consumed: [AtomicU64; Topic::EVENTS.len()],
+    /// Dead letters, by reason (in [`DeadReason::ALL`] order).
+    dead_by_reason: [AtomicU64; DeadReason::ALL.len()],
 }
 
 impl WorkerStats {
@@ -107,6 +221,43 @@ impl WorkerStats {
 
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
+    }
+
+    /// Records read from each event topic.
+    pub fn consumed(&self) -> impl Iterator<Item = (Topic, u64)> + '_ {
+        Topic::EVENTS
+            .iter()
+            .zip(&self.consumed)
+            .map(|(t, c)| (*t, Self::get(c)))
+    }
+
+    /// Dead letters sent, by reason.
+    pub fn dead_letters(&self) -> impl Iterator<Item = (DeadReason, u64)> + '_ {
+        DeadReason::ALL
+            .iter()
+            .zip(&self.dead_by_reason)
+            .map(|(r, c)| (*r, Self::get(c)))
+    }
+
+    fn read(&self, topic: Topic, records: usize) {
+        if let Some(c) = Topic::EVENTS
+            .iter()
+            .position(|t| *t == topic)
+            .and_then(|i| self.consumed.get(i))
+        {
+            Self::bump(c, records as u64);
+        }
+    }
+
+    fn dead_lettered(&self, reason: DeadReason) {
+        Self::bump(&self.dead_lettered, 1);
+        if let Some(c) = DeadReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.dead_by_reason.get(i))
+        {
+            Self::bump(c, 1);
+        }
     }
 }
 
@@ -157,7 +308,8 @@ impl AnalyticsWorker {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     warn!(error = %e, ?backoff, "analytics step failed; retrying");
-                    self.clock.sleep(backoff).await;
+                    WorkerStats::bump(&self.stats.retries, 1);
+                    stop.sleep(self.clock.as_ref(), backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -237,21 +389,25 @@ impl AnalyticsWorker {
                     debug!(partition = %batch.partition, "batch for a partition not owned; ignored");
                     return Ok(());
                 };
-                let mut dead = 0u64;
+                let mut dead = false;
+                self.stats.read(batch.partition.topic, batch.records.len());
                 for r in &batch.records {
                     // Re-read only for the duplicate check: dead-lettered the first time.
                     let reread = p.rereads(r.offset);
                     let reason = match Event::decode(&r.value) {
                         Err(e) => {
                             p.skip(r.offset);
-                            Some(format!("undecodable: {e}"))
+                            Some((DeadReason::Undecodable, format!("undecodable: {e}")))
                         }
                         Ok(ev) if ev.topic() != batch.partition.topic => {
                             p.skip(r.offset);
-                            Some(format!(
-                                "a {} event does not belong on {}",
-                                ev.type_name(),
-                                batch.partition.topic
+                            Some((
+                                DeadReason::WrongTopic,
+                                format!(
+                                    "a {} event does not belong on {}",
+                                    ev.type_name(),
+                                    batch.partition.topic
+                                ),
                             ))
                         }
                         Ok(ev) => match p.ingest(r.offset, &ev) {
@@ -273,17 +429,18 @@ impl AnalyticsWorker {
                             }
                             Ingested::TooLate => {
                                 WorkerStats::bump(&self.stats.too_late, 1);
-                                Some(format!(
+                                Some((DeadReason::TooLate, format!(
                                     "too_late: the window of {} closed more than the lateness horizon ({} s) before the event arrived",
                                     ev.occurred_at().to_rfc3339(),
                                     self.spec.lateness_ms() / 1000
-                                ))
+                                )))
                             }
-                            Ingested::Rejected(reason) => Some(reason),
+                            Ingested::Rejected(reason) => Some((DeadReason::Rejected, reason)),
                         },
                     };
-                    if let Some(reason) = reason.filter(|_| !reread) {
-                        dead += 1;
+                    if let Some((kind, reason)) = reason.filter(|_| !reread) {
+                        dead = true;
+                        self.stats.dead_lettered(kind);
                         let letter = DeadLetter {
                             origin: batch.partition,
                             offset: r.offset,
@@ -293,8 +450,7 @@ impl AnalyticsWorker {
                         self.unflushed.push(letter.to_record());
                     }
                 }
-                if dead > 0 {
-                    WorkerStats::bump(&self.stats.dead_lettered, dead);
+                if dead {
                     p.touch();
                 }
                 p.caught_up_with(batch.high_watermark);
@@ -319,6 +475,7 @@ impl AnalyticsWorker {
                 let closed = p.close_due(now);
                 WorkerStats::bump(&self.stats.aggregates_published, closed.len() as u64);
                 WorkerStats::bump(&self.stats.corrections, p.take_corrections_released());
+                WorkerStats::bump(&self.stats.windows_closed, p.take_windows_closed());
                 for a in closed {
                     self.unflushed.push(aggregate_record(&a));
                 }
@@ -425,5 +582,55 @@ fn aggregate_record(a: &super::Aggregate) -> OutgoingRecord {
         key: a.key().into_bytes(),
         value: a.encode(),
         headers: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    /// A clock whose sleeps never end by themselves.
+    struct Frozen;
+
+    #[async_trait::async_trait]
+    impl Clock for Frozen {
+        fn now(&self) -> DateTime<Utc> {
+            DateTime::UNIX_EPOCH
+        }
+        async fn sleep(&self, _: Duration) {
+            std::future::pending::<()>().await
+        }
+    }
+
+    #[test]
+    fn a_stop_ends_a_sleep_at_once_and_leaves_no_waker_behind() {
+        let stop = StopFlag::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut sleep = Box::pin(stop.sleep(&Frozen, Duration::from_secs(3600)));
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(stop.waiters().len(), 1, "one waker per waiting future");
+        stop.stop();
+        assert!(sleep.as_mut().poll(&mut cx).is_ready());
+        drop(sleep);
+        assert!(stop.waiters().is_empty());
+        // Already stopped: the next sleep does not wait at all.
+        let mut again = Box::pin(stop.sleep(&Frozen, Duration::from_secs(3600)));
+        assert!(again.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_dropped_waiter_takes_its_waker_with_it() {
+        let stop = StopFlag::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            let mut s = Box::pin(stop.sleep(&Frozen, Duration::from_secs(1)));
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(stop.waiters().is_empty());
     }
 }

@@ -17,6 +17,8 @@ pub struct IngestStats {
     pub stored: AtomicU64,
     pub ignored: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Failed steps (the bus or the store unavailable), retried after a pause.
+    pub retries: AtomicU64,
 }
 
 /// The bookstore's consumer of `analytics.aggregated-stats`: upserts aggregates, then
@@ -137,7 +139,9 @@ impl StatsIngest {
         while !stop.is_stopped() {
             if let Err(e) = self.step().await {
                 warn!(error = %e, "statistics ingest failed; retrying");
-                self.clock.sleep(Duration::from_secs(1)).await;
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                stop.sleep(self.clock.as_ref(), Duration::from_secs(1))
+                    .await;
             }
         }
         while let Ok(true) = self.step_within(Duration::from_millis(300)).await {}

@@ -112,11 +112,11 @@ impl OutboxRelay {
         let mut backoff = MIN_BACKOFF;
         while !stop.is_stopped() {
             match self.relay_once().await {
-                Ok(0) => self.clock.sleep(self.idle_wait).await,
+                Ok(0) => stop.sleep(self.clock.as_ref(), self.idle_wait).await,
                 Ok(_) => backoff = MIN_BACKOFF,
                 Err(e) => {
                     warn!(error = %e, retry_in = ?backoff, held = self.held(), "outbox relay failed; retrying");
-                    self.clock.sleep(backoff).await;
+                    stop.sleep(self.clock.as_ref(), backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }

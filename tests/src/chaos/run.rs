@@ -55,7 +55,7 @@ use super::verify::{compare, CatalogBook, Report};
 use super::workload::{catalog, usd, BookRef, BookRole, Plan, WorkloadConfig};
 
 /// The bound on the p99 latency of pages and downloads during the broker outage, for
-/// the release binaries: DESIGN asks for 10 ms at half the peak rate; 50 ms leaves room
+/// the release binaries: the contract (docs/contract.md §5) asks for 10 ms at half the peak rate; 50 ms leaves room
 /// for a shared 2-core machine that also runs the broker, PostgreSQL, two analytics
 /// instances and this suite.
 pub const OUTAGE_P99_LIMIT_MS: f64 = 50.0;

@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1` (DESIGN §5), described with poem-openapi so the code is the
+//! The REST API under `/api/v1` (docs/contract.md §3), described with poem-openapi so the code is the
 //! OpenAPI document.
 //!
 //! Each area is one `#[OpenApi]` struct. The structs hold no state: handlers take the

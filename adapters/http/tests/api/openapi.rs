@@ -1,4 +1,4 @@
-//! Keeps `openapi/openapi.json` equal to the document the code generates (DESIGN §4).
+//! Keeps `openapi/openapi.json` equal to the document the code generates (docs/architecture.md).
 //! Run with `FOLIO_BLESS=1` to rewrite the file after an intended API change.
 
 use std::path::PathBuf;

@@ -615,7 +615,23 @@ fn a_run_without_faults_counts_every_late_event_once_and_dead_letters_only_too_l
             "6 late events and no duplicate, batches of {batch}"
         );
         assert!(run.max_metadata < 4096);
+        assert!(run.max_metadata <= checkpoint_bytes_bound(&late_spec()));
     }
+}
+
+#[test]
+fn the_checkpoint_bound_grows_with_grace_over_window() {
+    let spec = |w: u64, g: u64| {
+        WindowSpec::new(Duration::from_secs(w), Duration::from_secs(g)).expect("valid")
+    };
+    // Fixed fields, then 36 bytes per closed window: "[9999999999999,9223372036854775807],"
+    // less the last comma. 60 s with 5 s of grace lists at most 3 windows.
+    let base = checkpoint_bytes_bound(&spec(60, 0));
+    assert_eq!(checkpoint_bytes_bound(&spec(60, 5)), base + 36);
+    assert_eq!(checkpoint_bytes_bound(&spec(60, 5)), 234);
+    // 1 s windows with an hour of grace: 3,602 windows, far past Kafka's 4,096 bytes.
+    assert_eq!(checkpoint_bytes_bound(&spec(1, 3600)), base + 3600 * 36);
+    assert!(checkpoint_bytes_bound(&spec(60, 3600)) < 4096);
 }
 
 #[test]

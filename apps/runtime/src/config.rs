@@ -1,25 +1,24 @@
-//! The analytics role's composition, and the wiring both roles share.
+//! Typed configuration blocks, one per concern, each a clap `Args` struct with an
+//! environment fallback for every flag; each binary flattens the ones it needs into its
+//! `Cli`, and each component gets only its block.
 //!
-//! - [`AnalyticsArgs`]: window length and grace (`ANALYTICS_WINDOW`, `ANALYTICS_GRACE`).
-//! - [`BusArgs`] and [`connect_bus`]: the in-process bus, or Kafka when `KAFKA_BOOTSTRAP`
-//!   is set.
-//! - [`run`]: one analytics worker in group `analytics-service-group` until stopped.
-//! - [`telemetry`] and [`shutdown`]: logging and SIGTERM handling for every binary.
+//! - [`BusArgs`] (with [`KafkaSecurityArgs`]): the in-process bus, or Kafka when
+//!   `KAFKA_BOOTSTRAP` is set.
+//! - [`AnalyticsArgs`]: window length, grace and lateness horizon.
+//! - [`HttpArgs`]: where a role listens and how long its shutdown drains.
+//! - [`TelemetryArgs`]: the log format.
+//!
+//! Every duration takes one syntax, [`duration`]: a number and a unit (`500ms`, `60s`,
+//! `5m`, `36h`, `7d`, `2w`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
-use folio_domain::analytics::{parse_duration, AnalyticsWorker, StopFlag, WindowSpec, WorkerStats};
-use folio_domain::ports::{Clock, MessageBus};
+use clap::{Args, ValueEnum};
+use folio_domain::analytics::{checkpoint_bytes_bound, parse_duration, WindowSpec};
 use folio_domain::topics::Topic;
 use folio_kafka::{ClientCertificate, GroupProtocol, KafkaConfig, SaslMechanism, SaslSettings};
-use tracing::info;
-
-/// The analytics service's consumer group.
-pub const GROUP: &str = "analytics-service-group";
 
 /// Window settings.
 #[derive(Debug, Clone, Args)]
@@ -37,16 +36,83 @@ pub struct AnalyticsArgs {
 }
 
 impl AnalyticsArgs {
+    /// The window settings, refused when invalid or when a partition's checkpoint could
+    /// outgrow Kafka's commit metadata (a grace long against the window).
     pub fn spec(&self) -> anyhow::Result<WindowSpec> {
-        WindowSpec::new(self.analytics_window, self.analytics_grace)
+        let spec = WindowSpec::new(self.analytics_window, self.analytics_grace)
             .context("ANALYTICS_WINDOW / ANALYTICS_GRACE")?
             .with_lateness_horizon(self.lateness_horizon)
-            .context("ANALYTICS_LATENESS_HORIZON")
+            .context("ANALYTICS_LATENESS_HORIZON")?;
+        checkpoint_fits(&spec)?;
+        Ok(spec)
     }
 }
 
-fn duration(raw: &str) -> Result<Duration, String> {
+/// The checkpoint lists the windows that close during one window's life; past Kafka's
+/// commit-metadata limit every commit would fail, so such settings never start.
+fn checkpoint_fits(spec: &WindowSpec) -> anyhow::Result<()> {
+    let bound = checkpoint_bytes_bound(spec);
+    let limit = folio_kafka::COMMIT_METADATA_MAX_BYTES;
+    anyhow::ensure!(
+        bound <= limit,
+        "ANALYTICS_GRACE {} s against ANALYTICS_WINDOW {} s: a partition's checkpoint may \
+         take {bound} bytes, more than the {limit} bytes of Kafka's commit metadata; \
+         lengthen the window or shorten the grace",
+        spec.grace_ms() as f64 / 1000.0,
+        spec.length_ms() as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+/// folio's one duration syntax: a whole number and a unit, `ms`, `s`, `m`, `h`, `d` or
+/// `w` (a bare number is seconds).
+pub fn duration(raw: &str) -> Result<Duration, String> {
     parse_duration(raw).map_err(|e| e.to_string())
+}
+
+/// Where a role's HTTP server listens, and how it stops.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Where the HTTP server listens (the analytics service: `/metrics` and the health
+    /// probes only).
+    #[arg(long, env = "HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// How long a stop waits for in-flight HTTP requests, and for the spool to hand its
+    /// events to the bus, before closing them.
+    #[arg(long, env = "FOLIO_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+}
+
+impl HttpArgs {
+    /// The bookstore's (and the embedded `folio`'s) default address.
+    pub const BOOKSTORE_ADDR: &'static str = "127.0.0.1:8080";
+    /// The analytics service's default: beside the bookstore's, so both run on one host.
+    pub const ANALYTICS_ADDR: &'static str = "127.0.0.1:8081";
+
+    /// `HTTP_ADDR`, or the role's default.
+    pub fn addr_or(&self, default: &str) -> String {
+        self.http_addr
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people; coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Log settings (the filter is `RUST_LOG`).
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// `text` (default) or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 /// Where the bus is.
@@ -186,134 +252,54 @@ impl KafkaSecurityArgs {
     }
 }
 
-/// The bus the arguments name. Without Kafka this is a fresh in-process bus, which only
-/// makes sense when both roles share the process (`folio`).
-pub async fn connect_bus(args: &BusArgs) -> anyhow::Result<Arc<dyn MessageBus>> {
-    match &args.kafka_bootstrap {
-        None => Ok(Arc::new(folio_memory::MemoryBus::new())),
-        Some(bootstrap) => {
-            let mut cfg = KafkaConfig::new(bootstrap);
-            cfg.topic_prefix = args.topic_prefix.clone();
-            cfg.group_prefix = args.group_prefix.clone();
-            cfg.replication_factor = args.kafka_replication_factor;
-            cfg.min_insync_replicas = args.kafka_min_insync_replicas;
-            cfg.partitions = args.kafka_partitions.clone();
-            cfg.group_protocol = args.kafka_group_protocol;
-            cfg.group_instance_id = args
-                .kafka_group_instance_id
-                .clone()
-                .filter(|i| !i.trim().is_empty());
-            args.security.apply(&mut cfg)?;
-            let bus = folio_kafka::KafkaBus::connect(cfg)
-                .await
-                .with_context(|| format!("connecting to Kafka at {bootstrap}"))?;
-            Ok(Arc::new(bus))
-        }
-    }
-}
-
-/// Runs one analytics worker until `stop` is set: joins the group, aggregates, publishes
-/// closed windows, and on stop commits finished work and leaves the group.
-pub async fn run(
-    bus: Arc<dyn MessageBus>,
-    clock: Arc<dyn Clock>,
-    spec: WindowSpec,
-    stop: StopFlag,
-    stats: Option<tokio::sync::oneshot::Sender<Arc<WorkerStats>>>,
-) -> anyhow::Result<()> {
-    let consumer = bus
-        .join(GROUP, &Topic::EVENTS)
-        .await
-        .context("joining the analytics group")?;
-    let worker = AnalyticsWorker::new(consumer, bus.publisher(), clock, spec);
-    if let Some(tx) = stats {
-        let _ = tx.send(worker.stats());
-    }
-    info!(
-        group = GROUP,
-        window_ms = spec.length_ms(),
-        grace_ms = spec.grace_ms(),
-        "analytics worker started"
-    );
-    worker.run(stop).await.context("analytics worker")
-}
-
-pub mod telemetry {
-    //! Structured logs on stderr, filtered by `RUST_LOG` (default `info,rskafka=warn`).
-
-    use tracing_subscriber::EnvFilter;
-
-    pub fn init() {
-        // rskafka logs every connection at info; its warnings are what an operator needs.
-        let filter = EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,rskafka=warn"));
-        // Logs go to stderr so stdout carries only what a binary prints for people
-        // (folio's banner).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
-
-pub mod shutdown {
-    //! SIGTERM and Ctrl-C both mean: stop cleanly.
-
-    use std::future::Future;
-
-    /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not
-    /// when the future is first awaited: call it first thing in `main`, so a SIGTERM that
-    /// arrives while the process is still starting is kept, and the process stops cleanly
-    /// once started instead of dying of the signal.
-    pub fn signal() -> impl Future<Output = ()> + Send {
-        #[cfg(unix)]
-        let streams = {
-            use tokio::signal::unix::{signal, SignalKind};
-            (
-                signal(SignalKind::terminate()).ok(),
-                signal(SignalKind::interrupt()).ok(),
-            )
-        };
-        async move {
-            #[cfg(unix)]
-            {
-                let (mut term, mut int) = streams;
-                let term = async {
-                    match term.as_mut() {
-                        Some(s) => {
-                            s.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                let int = async {
-                    match int.as_mut() {
-                        Some(s) => {
-                            s.recv().await;
-                        }
-                        None => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = term => {},
-                    _ = int => {},
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-            tracing::info!("shutdown requested");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn window(window: u64, grace: u64) -> AnalyticsArgs {
+        AnalyticsArgs {
+            analytics_window: Duration::from_secs(window),
+            analytics_grace: Duration::from_secs(grace),
+            lateness_horizon: Duration::from_secs(7 * 86_400),
+        }
+    }
+
+    #[test]
+    fn a_grace_that_would_overflow_the_commit_metadata_is_refused() {
+        let spec = window(60, 5).spec().expect("the defaults fit");
+        assert_eq!((spec.length_ms(), spec.grace_ms()), (60_000, 5_000));
+        // An hour of grace on one-minute windows still fits: 62 windows at most.
+        assert!(window(60, 3600).spec().is_ok());
+        // One-second windows with an hour of grace list up to 3,602 closed windows.
+        let err = window(1, 3600).spec().expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "ANALYTICS_GRACE 3600 s against ANALYTICS_WINDOW 1 s: a partition's checkpoint \
+                 may take {} bytes, more than the 4096 bytes of Kafka's commit metadata; \
+                 lengthen the window or shorten the grace",
+                checkpoint_bytes_bound(
+                    &WindowSpec::new(Duration::from_secs(1), Duration::from_secs(3600))
+                        .expect("valid")
+                )
+            )
+        );
+        // The largest grace that fits two-second windows, and one more second.
+        let fits = (1..=600)
+            .take_while(|g| window(2, *g).spec().is_ok())
+            .count() as u64;
+        assert_eq!(fits, 216);
+        assert!(window(2, fits + 1).spec().is_err());
+    }
+
+    #[test]
+    fn every_duration_takes_one_syntax() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert!(duration("5 minutes").is_err());
+    }
 
     #[test]
     fn the_group_protocol_is_auto_consumer_or_classic() {

@@ -6,7 +6,6 @@
 //! the group.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use folio_domain::money::Currency;
 use folio_domain::pipeline::{EventMarks, MarkingPublisher};
 use folio_domain::ports::{Clock, MessageBus, Readiness};
 use folio_domain::services::{
-    Bookstore, BookstoreDeps, BusEventPublisher, IngestStats, OutboxRelay, StatsIngest, StoreConfig,
+    Bookstore, BookstoreDeps, BusEventPublisher, OutboxRelay, StatsIngest, StoreConfig,
 };
 use folio_domain::topics::Topic;
 use folio_http::{Argon2Hasher, HmacTokens, HttpState};
@@ -27,13 +26,18 @@ use rand::RngCore;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::bus::BusReadiness;
+use crate::config::duration;
+use crate::metrics::Metrics;
+use crate::supervisor::{Stage, Supervisor};
+
 pub mod fault;
 mod pipeline;
 pub use fault::FaultArgs;
 pub use pipeline::{EmbeddedAnalytics, LagFn};
 
-/// How long a stop waits for the bus to take the spooled events.
-const SPOOL_DRAIN: Duration = Duration::from_secs(10);
+/// How often the outbox's backlog and oldest age are sampled for `/metrics`.
+const OUTBOX_SAMPLE: Duration = Duration::from_secs(5);
 
 /// The bookstore's consumer group for aggregates.
 pub const GROUP: &str = "main-app-analytics-group";
@@ -57,9 +61,13 @@ pub struct BookstoreArgs {
         default_value = "sqlite://data/folio.db?mode=rwc"
     )]
     pub database_url: String,
-    /// Where the HTTP API listens.
+    /// Where the HTTP API listens (with `/metrics`, `/health/live` and `/health/ready`).
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
+    /// How long a stop waits for in-flight HTTP requests, and then for the bus to take the
+    /// spooled events (what it does not take stays on disk for the next start).
+    #[arg(long, env = "FOLIO_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
     /// The admin account ensured at startup.
     #[arg(long, env = "FOLIO_ADMIN_EMAIL", default_value = "admin@folio.local")]
     pub admin_email: String,
@@ -153,6 +161,7 @@ pub struct RunningBookstore {
     pub generated_admin_password: Option<String>,
     intake_stop: StopFlag,
     ingest_stop: StopFlag,
+    drain_timeout: Duration,
     spool_dir: PathBuf,
     http_stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Views and downloads on their way to the bus.
@@ -176,7 +185,7 @@ impl RunningBookstore {
         for t in self.intake.drain(..) {
             t.await??;
         }
-        let left = self.spool.close(SPOOL_DRAIN).await;
+        let left = self.spool.close(self.drain_timeout).await;
         if left > 0 {
             warn!(events = left, dir = %self.spool_dir.display(), "events left in the spool; the next start delivers them");
         }
@@ -192,11 +201,29 @@ impl RunningBookstore {
     /// the bus, commits and leaves its group.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_intake().await?;
+        self.stop_ingest().await
+    }
+
+    async fn stop_ingest(&mut self) -> anyhow::Result<()> {
         self.ingest_stop.stop();
         if let Some(t) = self.ingest.take() {
             t.await??;
         }
         Ok(())
+    }
+
+    /// Hands the bookstore's two stops to `sup`: its intake at [`Stage::Intake`], its
+    /// ingest at [`Stage::Ingest`]. A task of either ending by itself is not watched; the
+    /// HTTP server and the ingest retry until stopped.
+    pub fn supervise(self, sup: &mut Supervisor) {
+        let me = Arc::new(tokio::sync::Mutex::new(self));
+        let intake = me.clone();
+        sup.on_stop(Stage::Intake, "bookstore intake", move || async move {
+            intake.lock().await.stop_intake().await
+        });
+        sup.on_stop(Stage::Ingest, "statistics ingest", move || async move {
+            me.lock().await.stop_ingest().await
+        });
     }
 }
 
@@ -328,8 +355,19 @@ impl Starter {
             relay.run(relay_stop).await;
             Ok(())
         }));
+        let metrics = Metrics::new();
+        let sampler = metrics.clone().sample_outbox(
+            store.clone(),
+            clock.clone(),
+            OUTBOX_SAMPLE,
+            intake_stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            sampler.await;
+            Ok(())
+        }));
         let consumer = bus.join(GROUP, &[Topic::AggregatedStats]).await?;
-        let sink = faults.wrap_sink(store.clone());
+        let sink = metrics.sink(faults.wrap_sink(store.clone()));
         let ingest = StatsIngest::new(consumer, sink, bus.publisher(), clock.clone());
         let ingest_stats = ingest.stats();
         let ingest_task = {
@@ -337,7 +375,8 @@ impl Starter {
             tokio::spawn(async move { ingest.run(ingest_stop).await.map_err(Into::into) })
         };
 
-        let readiness: Vec<Arc<dyn Readiness>> = vec![store.clone()];
+        let readiness: Vec<Arc<dyn Readiness>> =
+            vec![store.clone(), Arc::new(BusReadiness(bus.clone()))];
         let probe = pipeline::BookstoreProbe {
             spool: spool.clone(),
             ingest: ingest_stats.clone(),
@@ -346,16 +385,22 @@ impl Starter {
             analytics: analytics.clone(),
             embedded,
         };
-        let metrics = extra_metrics(ingest_stats, analytics, spool.clone());
+        metrics.ingest(ingest_stats);
+        metrics.spool(spool.clone());
+        metrics.bus(bus.clone());
+        if let Some(worker) = analytics {
+            metrics.analytics_worker(worker);
+        }
         let state = HttpState {
             bookstore,
             readiness,
-            extra_metrics: Some(metrics),
+            extra_metrics: Some(metrics.text()),
             pipeline: Some(Arc::new(probe)),
             auth_limits: folio_http::AuthLimits::default(),
         };
         let listener_addr = args.http_addr.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let drain = args.drain_timeout;
         let app = folio_http::app(state);
         let listener = tokio::net::TcpListener::bind(&listener_addr)
             .await
@@ -371,7 +416,7 @@ impl Starter {
                 async {
                     let _ = rx.await;
                 },
-                Duration::from_secs(10),
+                drain,
             )
             .await
             .context("HTTP server")
@@ -383,6 +428,7 @@ impl Starter {
             generated_admin_password: generated,
             intake_stop,
             ingest_stop,
+            drain_timeout: args.drain_timeout,
             spool_dir,
             http_stop: Some(tx),
             spool,
@@ -390,135 +436,6 @@ impl Starter {
             ingest: Some(ingest_task),
         })
     }
-}
-
-/// Worker, ingest and spool figures in Prometheus text format.
-fn extra_metrics(
-    ingest: Arc<IngestStats>,
-    analytics: Option<Arc<WorkerStats>>,
-    spool: SpoolingPublisher,
-) -> Arc<dyn Fn() -> String + Send + Sync> {
-    Arc::new(move || {
-        let mut out = String::new();
-        let mut metric = |kind: &str, name: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        };
-        let s = spool.stats();
-        for (kind, name, help, v) in [
-            (
-                "counter",
-                "folio_spool_events_accepted_total",
-                "View and download events written to the spool.",
-                s.accepted,
-            ),
-            (
-                "counter",
-                "folio_spool_events_refused_total",
-                "Events refused because the spool was full or its disk failed.",
-                s.refused,
-            ),
-            (
-                "counter",
-                "folio_spool_events_delivered_total",
-                "Spooled events the bus acknowledged.",
-                s.delivered,
-            ),
-            (
-                "counter",
-                "folio_spool_events_replayed_total",
-                "Of those, events replayed from disk after a failure or a restart.",
-                s.replayed,
-            ),
-            (
-                "counter",
-                "folio_spool_delivery_failures_total",
-                "Event deliveries that failed and were retried from the spool.",
-                s.failed_attempts,
-            ),
-            (
-                "gauge",
-                "folio_spool_events_pending",
-                "Events accepted and not yet acknowledged by the bus.",
-                s.pending,
-            ),
-            (
-                "gauge",
-                "folio_spool_events_buffered",
-                "Events waiting in memory for the bus.",
-                s.buffered,
-            ),
-            (
-                "gauge",
-                "folio_spool_bytes",
-                "Bytes of the spool on disk.",
-                s.bytes,
-            ),
-            (
-                "gauge",
-                "folio_spool_replaying",
-                "1 while the spool replays from disk because the bus failed or stalled.",
-                u64::from(s.replaying),
-            ),
-        ] {
-            metric(kind, name, help, v);
-        }
-        let mut counter = |name: &str, help: &str, v: u64| metric("counter", name, help, v);
-        counter(
-            "folio_ingest_aggregates_stored_total",
-            "Aggregates stored or replaced by the statistics ingest.",
-            ingest.stored.load(Ordering::Relaxed),
-        );
-        counter(
-            "folio_ingest_aggregates_ignored_total",
-            "Aggregates ignored because a stored one covers as many offsets (replays).",
-            ingest.ignored.load(Ordering::Relaxed),
-        );
-        counter(
-            "folio_ingest_dead_letters_total",
-            "Undecodable aggregates sent to analytics.dlq.",
-            ingest.dead_lettered.load(Ordering::Relaxed),
-        );
-        if let Some(a) = &analytics {
-            counter(
-                "folio_analytics_events_counted_total",
-                "Events folded into windows.",
-                WorkerStats::get(&a.counted),
-            );
-            counter(
-                "folio_analytics_duplicates_total",
-                "Events skipped because their event_id was already counted.",
-                WorkerStats::get(&a.duplicates),
-            );
-            counter(
-                "folio_analytics_late_events_total",
-                "Events that arrived after their window closed, folded into its correction.",
-                WorkerStats::get(&a.late),
-            );
-            counter(
-                "folio_analytics_corrections_total",
-                "Correction aggregates published (per window and book a correction moved).",
-                WorkerStats::get(&a.corrections),
-            );
-            counter(
-                "folio_analytics_too_late_events_total",
-                "Events older than the lateness horizon, dead-lettered with reason too_late.",
-                WorkerStats::get(&a.too_late),
-            );
-            counter(
-                "folio_analytics_dead_letters_total",
-                "Records sent to analytics.dlq.",
-                WorkerStats::get(&a.dead_lettered),
-            );
-            counter(
-                "folio_analytics_aggregates_published_total",
-                "Aggregates published.",
-                WorkerStats::get(&a.aggregates_published),
-            );
-        }
-        out
-    })
 }
 
 /// The URL without its password, for messages.
