@@ -40,10 +40,14 @@ FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin folio
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin folio \
+    && mkdir -p /var/lib/folio && chown folio /var/lib/folio
 COPY --from=binaries /out/folio-bookstore /out/folio-analytics /usr/local/bin/
 USER folio
+# The bookstore's local folder (its event spool), writable by the service's user.
+WORKDIR /var/lib/folio
 ENV HTTP_ADDR=0.0.0.0:8080 \
+    FOLIO_DATA_DIR=/var/lib/folio \
     RUST_LOG=info
 EXPOSE 8080
 # Exec form: the service is PID 1 and gets SIGTERM itself, so it drains, commits and
