@@ -230,37 +230,51 @@ pub async fn kafka_cluster() -> ClusterEnv {
     let Some(list) = non_empty_env("FOLIO_TEST_KAFKA_CLUSTER") else {
         panic!("this test needs a three-broker Kafka cluster and FOLIO_TEST_KAFKA_CLUSTER is unset: {HOW_TO_CLUSTER}");
     };
-    let addrs: Vec<&str> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
-    let base_port = addrs
-        .first()
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .unwrap_or_else(|| {
-            panic!("FOLIO_TEST_KAFKA_CLUSTER={list:?}: expected host:port,...; {HOW_TO_CLUSTER}")
-        });
-    assert!(
-        addrs.len() >= 3,
-        "FOLIO_TEST_KAFKA_CLUSTER={list:?} names {} broker(s), the cluster tests need 3: {HOW_TO_CLUSTER}",
-        addrs.len()
-    );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-local");
-    ClusterEnv {
-        env: KafkaEnv {
-            bootstrap: list.clone(),
-            cli: Cli::Local {
-                script: script.clone(),
-            },
-            handed_out: Made::default(),
-            container: None,
-            protocol: GroupProtocol::Auto,
-        },
-        base_port,
-        nodes: addrs.len(),
-        script,
+    let cluster = ClusterEnv::local(&list, script)
+        .unwrap_or_else(|e| panic!("FOLIO_TEST_KAFKA_CLUSTER={list:?}: {e}; {HOW_TO_CLUSTER}"));
+    assert!(
+        cluster.nodes >= 3,
+        "FOLIO_TEST_KAFKA_CLUSTER={list:?} names {} broker(s), the cluster tests need 3: {HOW_TO_CLUSTER}",
+        cluster.nodes
+    );
+    cluster
+}
+
+/// One partition as `kafka-topics --describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: i32,
+    /// `None` while the partition has no leader.
+    pub leader: Option<usize>,
+    pub replicas: Vec<usize>,
+    pub isr: Vec<usize>,
+}
+
+impl PartitionState {
+    /// The partition lines of a `kafka-topics --describe` output (tab-separated
+    /// `Name: value` fields; the summary lines have no `Partition:` field).
+    pub fn parse_describe(out: &str) -> Vec<PartitionState> {
+        let nodes = |v: &str| -> Vec<usize> {
+            v.split(',').filter_map(|n| n.trim().parse().ok()).collect()
+        };
+        out.lines()
+            .filter_map(|line| {
+                let field = |name: &str| {
+                    line.split('\t')
+                        .map(str::trim)
+                        .find_map(|f| f.strip_prefix(name).map(str::trim))
+                };
+                Some(PartitionState {
+                    topic: field("Topic:")?.to_string(),
+                    partition: field("Partition:")?.parse().ok()?,
+                    leader: field("Leader:").and_then(|l| l.parse().ok()),
+                    replicas: nodes(field("Replicas:").unwrap_or("")),
+                    isr: nodes(field("Isr:").unwrap_or("")),
+                })
+            })
+            .collect()
     }
 }
 
@@ -296,22 +310,62 @@ impl ClusterEnv {
         self.node_cmd("start", node).await
     }
 
+    /// The cluster `scripts/kafka-local` (at `script`) runs with `KAFKA_BROKERS` nodes,
+    /// reached at `bootstrap` (node 1's address first).
+    pub fn local(bootstrap: &str, script: PathBuf) -> anyhow::Result<ClusterEnv> {
+        let addrs: Vec<&str> = bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let base_port = addrs
+            .first()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .with_context(|| format!("expected host:port,... in {bootstrap:?}"))?;
+        Ok(ClusterEnv {
+            env: KafkaEnv {
+                bootstrap: bootstrap.to_string(),
+                cli: Cli::Local {
+                    script: script.clone(),
+                },
+                handed_out: Made::default(),
+                container: None,
+                protocol: GroupProtocol::Auto,
+            },
+            base_port,
+            nodes: addrs.len(),
+            script,
+        })
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
     /// The node leading `partition` of broker-side `topic`, from `kafka-topics --describe`.
     pub async fn leader_of(&self, topic: &str, partition: i32) -> anyhow::Result<usize> {
         let out = self.describe_topic(topic).await?;
-        for line in out.lines() {
-            let field = |name: &str| {
-                line.split('\t')
-                    .map(str::trim)
-                    .find_map(|f| f.strip_prefix(name).map(str::trim))
-            };
-            if field("Partition:").and_then(|p| p.parse::<i32>().ok()) == Some(partition) {
-                return field("Leader:")
-                    .and_then(|l| l.parse().ok())
-                    .with_context(|| format!("no leader in {line:?}"));
-            }
-        }
-        bail!("no partition {partition} in:\n{out}")
+        PartitionState::parse_describe(&out)
+            .into_iter()
+            .find(|p| p.partition == partition)
+            .with_context(|| format!("no partition {partition} in:\n{out}"))?
+            .leader
+            .with_context(|| format!("{topic}/{partition} has no leader"))
+    }
+
+    /// Every partition of the topics whose broker-side names start with `prefix`, from one
+    /// `kafka-topics --describe`.
+    pub async fn partitions(&self, prefix: &str) -> anyhow::Result<Vec<PartitionState>> {
+        let out = self
+            .env
+            .tool("topics", &["--describe".into()], None)
+            .await?;
+        Ok(PartitionState::parse_describe(&out)
+            .into_iter()
+            .filter(|p| p.topic.starts_with(prefix))
+            .collect())
     }
 
     /// `kafka-topics --describe --topic <topic>`: one summary line (with
@@ -945,5 +999,37 @@ mod tests {
         assert_eq!(rows[1]["CURRENT-OFFSET"], "-");
         assert!(parse_table("Error: no such group", "CURRENT-OFFSET").is_err());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::PartitionState;
+
+    #[test]
+    fn partition_lines_are_read_and_summary_lines_skipped() {
+        let out = "Topic: r.book.views\tTopicId: x\tPartitionCount: 2\tReplicationFactor: 3\tConfigs: min.insync.replicas=2\n\
+                   \tTopic: r.book.views\tPartition: 0\tLeader: 2\tReplicas: 2,3,1\tIsr: 2,1\tElr: \tLastKnownElr: \n\
+                   \tTopic: r.book.views\tPartition: 1\tLeader: none\tReplicas: 3,1,2\tIsr: 3\n";
+        let parts = PartitionState::parse_describe(out);
+        assert_eq!(
+            parts,
+            vec![
+                PartitionState {
+                    topic: "r.book.views".into(),
+                    partition: 0,
+                    leader: Some(2),
+                    replicas: vec![2, 3, 1],
+                    isr: vec![2, 1],
+                },
+                PartitionState {
+                    topic: "r.book.views".into(),
+                    partition: 1,
+                    leader: None,
+                    replicas: vec![3, 1, 2],
+                    isr: vec![3],
+                },
+            ]
+        );
     }
 }

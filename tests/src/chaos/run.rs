@@ -10,7 +10,11 @@
 //!   (`FOLIO_FAULT_ABORT_AFTER_UPSERT`), restarted the same way;
 //! - the broker restarted while the producer holds its fire: first crashed
 //!   (`scripts/kafka-local kill; start`, so it recovers its logs and elects leaders
-//!   again), later ones stopped cleanly (`stop; start`);
+//!   again), later ones stopped cleanly (`stop; start`). On a cluster the producer goes
+//!   on, and the broker faults come in rounds of three: `kill -9` of the node leading the
+//!   most of the run's partitions, `kill -9` of the group coordinator of
+//!   `analytics-service-group`, and a rolling restart of every node (each back in sync
+//!   before the next stops);
 //! - an analytics instance frozen (SIGSTOP) past its group session and thawed: a zombie
 //!   that still holds batches and publishes them after its partitions moved;
 //! - the bookstore's PostgreSQL connections terminated (`pg_terminate_backend`, for 3 s),
@@ -40,6 +44,7 @@ use folio_domain::ids::BookId;
 use folio_domain::ports::{BookRepository, MessageBus, Outbox};
 use folio_domain::topics::Topic;
 use folio_kafka::{KafkaBus, KafkaConfig};
+use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -53,6 +58,7 @@ use super::http::{
 use super::producer::{self, now_ms, ProducerHandle, ProducerLog};
 use super::verify::{compare, CatalogBook, Report};
 use super::workload::{catalog, usd, BookRef, BookRole, Plan, WorkloadConfig};
+use crate::kafka_env::ClusterEnv;
 
 /// The bound on the p99 latency of pages and downloads during the broker outage, for
 /// the release binaries: the contract (docs/contract.md §5) asks for 10 ms at half the peak rate; 50 ms leaves room
@@ -220,7 +226,12 @@ enum Fault {
 }
 
 /// Fault times, in plan ms, sorted.
-fn schedule(p: &Profile, traffic_ms: i64, rng: &mut StdRng) -> Vec<(i64, Fault)> {
+fn schedule(
+    p: &Profile,
+    broker_faults: usize,
+    traffic_ms: i64,
+    rng: &mut StdRng,
+) -> Vec<(i64, Fault)> {
     let lo = 8_000.min(traffic_ms / 4);
     // Faults end early enough that a crashed member's session (10 s) runs out in traffic.
     let hi = (traffic_ms - 14_000).max(lo + 1);
@@ -242,8 +253,8 @@ fn schedule(p: &Profile, traffic_ms: i64, rng: &mut StdRng) -> Vec<(i64, Fault)>
     let pg_hi = (hi - p.pg_outage.as_millis() as i64).max(lo + 1);
     add(p.pg_outages, Fault::StopPostgres, lo, pg_hi, rng);
     // Broker restarts spread over the middle of the run.
-    for i in 0..p.broker_restarts {
-        let span = (hi - lo) / p.broker_restarts.max(1) as i64;
+    for i in 0..broker_faults {
+        let span = (hi - lo) / broker_faults.max(1) as i64;
         let start = lo + span * i as i64 + span / 4;
         add(1, Fault::RestartBroker, start, start + span / 2 + 1, rng);
     }
@@ -265,13 +276,26 @@ struct Tally {
     /// Exits nobody asked for.
     unexpected_exits: Vec<String>,
     skipped_faults: u32,
-    /// (down, back) wall ms of each broker outage held with HTTP traffic going on.
-    broker_outages: Vec<(i64, i64)>,
+    /// Broker outages with HTTP traffic going on (on a cluster: every failover).
+    broker_outages: Vec<Outage>,
+    /// What each broker fault on a cluster did, in order.
+    node_faults: Vec<String>,
     /// (down, back) wall ms of each PostgreSQL outage.
     pg_outages: Vec<(i64, i64)>,
     /// Why there was no PostgreSQL outage.
     pg_note: Option<String>,
     bursts: Vec<BurstRecord>,
+}
+
+/// A time when brokers were down or moving leadership, HTTP traffic going on.
+#[derive(Debug, Clone)]
+struct Outage {
+    what: String,
+    /// Wall ms.
+    down: i64,
+    back: i64,
+    /// Held down on purpose: its pages' p99 is held to the profile's bound.
+    held: bool,
 }
 
 /// One burst of views with a bookstore signal in its middle.
@@ -309,6 +333,8 @@ struct Driver {
     kill_books: Vec<i64>,
     /// While the broker is held down: no process starts (it would not get far).
     broker_down: bool,
+    /// The cluster, when the run is on one `scripts/kafka-local` runs with several nodes.
+    cluster: Option<ClusterEnv>,
     /// While PostgreSQL is down: (since, back at) wall ms; no bookstore starts and no
     /// fault is injected.
     pg_down: Option<(i64, i64)>,
@@ -468,14 +494,13 @@ impl Driver {
                     self.tally.skipped_faults += 1;
                     return Ok(());
                 };
-                // On a cluster one node goes down at a time, in turn, and the run does not
-                // pause its producer: the other nodes take over that node's partitions, so
-                // the service goes on. On one broker the producer pauses around it.
-                let nodes = cluster_nodes(&self.opts.kafka_bootstrap);
-                let node = (nodes > 1).then(|| self.tally.broker_restarts as usize % nodes + 1);
-                if node.is_none() {
-                    producer.pause().await?;
+                if let Some(cluster) = self.cluster.take() {
+                    let done = self.cluster_fault(&cluster).await;
+                    self.cluster = Some(cluster);
+                    return done;
                 }
+                // On one broker the producer pauses around the restart.
+                producer.pause().await?;
                 // The first restart is a crash (the broker recovers its logs and elects
                 // leaders again, the longest outage); later ones are clean stops.
                 let crash = self.tally.broker_restarts == 0;
@@ -495,47 +520,39 @@ impl Driver {
                 if !hold.is_zero() {
                     self.ensure_bookstore().await?;
                 }
-                let (what, on) = match node {
-                    Some(n) => (
-                        format!("node {n} of {nodes} (the producer goes on)"),
-                        format!(" {n}"),
-                    ),
-                    None => ("the broker (producer paused)".to_string(), String::new()),
-                };
-                eprintln!("chaos: {how} and restarting {what}");
+                eprintln!("chaos: {how} and restarting the broker (producer paused)");
                 let t = Instant::now();
                 let down = if crash { "kill" } else { "stop" };
-                kafka_local(&script, &format!("{down}{on}"), &self.opts.kafka_bootstrap).await?;
+                kafka_local(&script, down, &self.opts.kafka_bootstrap).await?;
                 let down_at = now_ms();
                 self.tally.broker_crashes += u32::from(crash);
                 if !hold.is_zero() {
                     eprintln!(
-                        "chaos: {} stays down for {} s; HTTP traffic goes on",
-                        node.map_or("the broker".to_string(), |n| format!("node {n}")),
+                        "chaos: the broker stays down for {} s; HTTP traffic goes on",
                         hold.as_secs()
                     );
-                    // A cluster still serves: processes start and stop as planned.
-                    self.broker_down = node.is_none();
-                    let until = Instant::now() + hold;
-                    while Instant::now() < until {
-                        self.reap();
-                        self.start_due()?;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    self.broker_down = true;
+                    self.carry_on(hold).await?;
                 }
-                kafka_local(&script, &format!("start{on}"), &self.opts.kafka_bootstrap).await?;
+                kafka_local(&script, "start", &self.opts.kafka_bootstrap).await?;
                 // `start` returns once the broker listens; its partitions get leaders a
                 // little later. Events stamped before then would reach their windows late.
                 wait_for_leaders(&self.opts.kafka_bootstrap, &self.prefix).await?;
                 self.broker_down = false;
                 if !hold.is_zero() {
-                    self.tally.broker_outages.push((down_at, now_ms()));
+                    self.tally.broker_outages.push(Outage {
+                        what: "broker outage".into(),
+                        down: down_at,
+                        back: now_ms(),
+                        held: true,
+                    });
                 }
-                if node.is_none() {
-                    producer.resume();
-                }
+                producer.resume();
                 self.tally.broker_restarts += 1;
-                eprintln!("chaos: {what} back after {:.1}s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "chaos: the broker is back after {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
             }
             Fault::TermBookstoreBurst | Fault::KillBookstoreBurst => {
                 let book = if f == Fault::TermBookstoreBurst {
@@ -612,6 +629,147 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Lets `hold` pass while processes start and stop as planned (faults wait).
+    async fn carry_on(&mut self, hold: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + hold;
+        while Instant::now() < until {
+            self.reap();
+            self.start_due()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Awaits `work` (a node command, a look at the cluster) while processes start and stop
+    /// as planned: a bookstore killed just before must not wait for a node to restart.
+    async fn alongside<T>(
+        &mut self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    self.reap();
+                    self.start_due()?;
+                }
+            }
+        }
+    }
+
+    /// A broker fault on a cluster, in turn: `kill -9` of the node that leads the most of
+    /// the run's partitions (held down for [`Profile::broker_outage`]), then `kill -9` of
+    /// the group coordinator of `analytics-service-group` (held half as long), then a
+    /// rolling restart of every node. The producer and the HTTP traffic go on throughout:
+    /// the other nodes take over.
+    async fn cluster_fault(&mut self, cluster: &ClusterEnv) -> anyhow::Result<()> {
+        let t = Instant::now();
+        let down_at = now_ms();
+        let what = match self.tally.node_faults.len() % 3 {
+            0 => {
+                let prefix = self.prefix.clone();
+                let parts = self.alongside(cluster.partitions(&prefix)).await?;
+                let mut leads: BTreeMap<usize, usize> = BTreeMap::new();
+                for p in &parts {
+                    *leads.entry(p.leader.unwrap_or(0)).or_default() += 1;
+                }
+                // The most partitions; the lowest node among equals.
+                let (&node, &n) = leads
+                    .iter()
+                    .filter(|(node, _)| **node > 0)
+                    .max_by_key(|(node, n)| (**n, std::cmp::Reverse(**node)))
+                    .context("no partition of the run's topics has a leader")?;
+                let what = format!(
+                    "kill -9 of node {node}, leader of {n} of the run's {} partitions",
+                    parts.len()
+                );
+                self.node_outage(cluster, node, &what, self.opts.profile.broker_outage)
+                    .await?;
+                what
+            }
+            1 => {
+                let mut cfg = KafkaConfig::new(&self.opts.kafka_bootstrap);
+                cfg.group_prefix = self.prefix.clone();
+                let node = self
+                    .alongside(cluster.coordinator_of(&cfg, ANALYTICS_GROUP))
+                    .await?;
+                let what = format!("kill -9 of node {node}, coordinator of {ANALYTICS_GROUP}");
+                self.node_outage(cluster, node, &what, self.opts.profile.broker_outage / 2)
+                    .await?;
+                what
+            }
+            _ => {
+                for node in 1..=cluster.nodes() {
+                    eprintln!("chaos: rolling restart: stopping node {node}");
+                    self.alongside(cluster.node_cmd("stop", node)).await?;
+                    self.alongside(cluster.start(node)).await?;
+                    self.back_in_sync(cluster).await?;
+                }
+                format!("rolling restart of nodes 1-{}", cluster.nodes())
+            }
+        };
+        self.tally.broker_crashes += u32::from(what.starts_with("kill"));
+        self.tally.broker_restarts += 1;
+        // Every failover is checked for 5xx pages and downloads; only the held ones for
+        // their latency.
+        self.tally.broker_outages.push(Outage {
+            what: what.clone(),
+            down: down_at,
+            back: now_ms(),
+            held: !what.starts_with("rolling"),
+        });
+        self.tally.node_faults.push(what.clone());
+        eprintln!(
+            "chaos: {what}: back after {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// `kill -9` of one node, down for `hold` while traffic goes on, then started again.
+    async fn node_outage(
+        &mut self,
+        cluster: &ClusterEnv,
+        node: usize,
+        what: &str,
+        hold: Duration,
+    ) -> anyhow::Result<()> {
+        self.ensure_bookstore().await?;
+        eprintln!(
+            "chaos: {what}; down for {} s, the producer goes on",
+            hold.as_secs()
+        );
+        self.alongside(cluster.kill(node)).await?;
+        self.carry_on(hold).await?;
+        self.alongside(cluster.start(node)).await?;
+        self.back_in_sync(cluster).await
+    }
+
+    /// Waits until every partition of the run's topics has a leader and all its replicas
+    /// in sync again, as an operator does between the steps of a rolling restart.
+    async fn back_in_sync(&mut self, cluster: &ClusterEnv) -> anyhow::Result<()> {
+        let bootstrap = self.opts.kafka_bootstrap.clone();
+        let prefix = self.prefix.clone();
+        self.alongside(wait_for_leaders(&bootstrap, &prefix))
+            .await?;
+        let give_up = Instant::now() + Duration::from_secs(120);
+        loop {
+            let parts = self.alongside(cluster.partitions(&prefix)).await?;
+            let behind = parts
+                .iter()
+                .filter(|p| p.leader.is_none() || p.isr.len() < p.replicas.len())
+                .count();
+            if behind == 0 && !parts.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                bail!("{behind} of the run's partitions still under-replicated 120 s after a node came back");
+            }
+            self.carry_on(Duration::from_secs(2)).await?;
+        }
     }
 
     /// Makes sure a bookstore runs and answers (a restart it was waiting for starts now).
@@ -797,7 +955,7 @@ impl Drop for BrokerLock {
 }
 
 /// How many brokers `bootstrap` names: more than one is a cluster `scripts/kafka-local`
-/// runs with `KAFKA_BROKERS`, whose nodes the run stops one at a time.
+/// runs with `KAFKA_BROKERS` ([`Driver::cluster_fault`]).
 fn cluster_nodes(bootstrap: &str) -> usize {
     bootstrap
         .split(',')
@@ -805,7 +963,7 @@ fn cluster_nodes(bootstrap: &str) -> usize {
         .count()
 }
 
-/// Runs `scripts/kafka-local <cmd>` (a cluster: `<cmd> <node>`) for the broker at `bootstrap`: the script acts on the
+/// Runs `scripts/kafka-local <cmd>` for the broker at `bootstrap`: the script acts on the
 /// broker at `KAFKA_PORT`, which is the bootstrap's port unless the environment names one
 /// (the run checks with `status` that the script runs this broker before it restarts it).
 async fn kafka_local(
@@ -930,7 +1088,7 @@ pub struct Outcome {
 /// Runs the chaos suite and prints its summary.
 pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let profile = opts.profile.clone();
+    let mut profile = opts.profile.clone();
     let run_id = format!(
         "chaos-{}-{:08x}",
         opts.seed,
@@ -967,6 +1125,19 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
             }
             None => tally.pg_note = Some("disabled by --no-db-outage".into()),
         }
+    }
+
+    // On a cluster the broker faults come three to a round (leader, coordinator, rolling),
+    // and none pauses the producer: the traffic runs twice as many windows, so that the
+    // faults (a rolling restart takes about a minute) still fall inside it.
+    let cluster = match &opts.kafka_local {
+        Some(script) if cluster_nodes(&opts.kafka_bootstrap) > 1 => {
+            Some(ClusterEnv::local(&opts.kafka_bootstrap, script.clone())?)
+        }
+        _ => None,
+    };
+    if cluster.is_some() {
+        profile.windows *= 2;
     }
 
     let _broker = match &opts.kafka_local {
@@ -1061,7 +1232,12 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
     };
     fleet.set_role_env(Role::Bookstore, "HTTP_ADDR", &http_addr);
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0xfa17);
-    let faults = schedule(&profile, plan.traffic_ms, &mut rng);
+    let broker_faults = if cluster.is_some() {
+        3 * profile.broker_restarts.max(1)
+    } else {
+        profile.broker_restarts
+    };
+    let faults = schedule(&profile, broker_faults, plan.traffic_ms, &mut rng);
     let mut d = Driver {
         prefix: prefix.clone(),
         app_name: app_name.clone(),
@@ -1076,6 +1252,7 @@ pub async fn run(mut opts: Options) -> anyhow::Result<Outcome> {
         term_books: Vec::new(),
         kill_books: Vec::new(),
         broker_down: false,
+        cluster,
         pg_down: None,
     };
     let hook = d.hook();
@@ -1313,14 +1490,28 @@ struct HttpSummary {
     /// Per operation: (2xx, other answers, refused, no answer).
     by_op: BTreeMap<Op, (u64, u64, u64, u64)>,
     events_on_topics: usize,
-    /// Per broker outage: seconds down, the pages' and downloads' figures, their 5xx, and
-    /// (writes answered 2xx, writes).
-    outages: Vec<(f64, Latency, u64, (u64, u64))>,
+    /// Per broker outage or failover.
+    outages: Vec<OutageFigures>,
     /// Per PostgreSQL outage: seconds down, answers, 5xx answers.
     pg: Vec<(f64, u64, u64)>,
     bursts: Vec<String>,
     /// The last bookstore's spool figures.
     spool: Vec<(&'static str, Option<f64>)>,
+}
+
+/// The HTTP answers during one broker outage or failover.
+#[derive(Debug)]
+struct OutageFigures {
+    what: String,
+    secs: f64,
+    /// Pages and downloads.
+    reads: Latency,
+    reads_5xx: u64,
+    /// The p99 bound held to, if any.
+    p99_limit: Option<f64>,
+    /// Purchases, reviews and ratings: answered 2xx, sent.
+    writes_ok: u64,
+    writes: u64,
 }
 
 /// Figures the summary prints about the HTTP traffic; adds a difference for a 5xx page or
@@ -1351,7 +1542,8 @@ async fn http_outcome(
         }
     }
     let five = |s: &Sample| matches!(s.outcome, HttpOutcome::Status(500..=599));
-    for &(down, back) in &d.tally.broker_outages {
+    for o in &d.tally.broker_outages {
+        let (down, back) = (o.down, o.back);
         let during: Vec<&Sample> = samples
             .iter()
             .filter(|s| (down..back).contains(&s.sent_ms))
@@ -1362,22 +1554,31 @@ async fn http_outcome(
         let writes: Vec<_> = during.iter().filter(|s| !s.op.is_read()).collect();
         let writes_ok = writes.iter().filter(|s| s.outcome.ok()).count() as u64;
         let secs = (back - down) as f64 / 1000.0;
+        let what = &o.what;
         if reads_5xx > 0 {
             check.diffs.push(format!(
-                "broker outage of {secs:.1} s: {reads_5xx} of {} pages and downloads answered 5xx",
+                "{what} ({secs:.1} s): {reads_5xx} of {} pages and downloads answered 5xx",
                 reads.len()
             ));
         }
-        if let Some(limit) = d.opts.profile.outage_p99_limit_ms {
+        let limit = d.opts.profile.outage_p99_limit_ms.filter(|_| o.held);
+        if let Some(limit) = limit {
             if lat.p99_ms > limit {
                 check.diffs.push(format!(
-                    "broker outage of {secs:.1} s: p99 of pages and downloads {:.1} ms, over the {limit} ms bound",
+                    "{what} ({secs:.1} s): p99 of pages and downloads {:.1} ms, over the {limit} ms bound",
                     lat.p99_ms
                 ));
             }
         }
-        out.outages
-            .push((secs, lat, reads_5xx, (writes_ok, writes.len() as u64)));
+        out.outages.push(OutageFigures {
+            what: what.clone(),
+            secs,
+            reads: lat,
+            reads_5xx,
+            p99_limit: limit,
+            writes_ok,
+            writes: writes.len() as u64,
+        });
     }
     for &(down, back) in &d.tally.pg_outages {
         let during: Vec<_> = samples
@@ -1461,20 +1662,14 @@ fn print_http(d: &Driver, h: &HttpSummary, check: &HttpCheck) {
     if h.outages.is_empty() {
         println!("  broker outage        none with HTTP traffic (the broker is not restarted)");
     }
-    let outage = if cluster_nodes(&d.opts.kafka_bootstrap) > 1 {
-        "node outage"
-    } else {
-        "broker outage"
-    };
-    for (secs, lat, n5, (wok, w)) in &h.outages {
-        let bound = d
-            .opts
-            .profile
-            .outage_p99_limit_ms
+    for o in &h.outages {
+        let bound = o
+            .p99_limit
             .map_or("not asserted".to_string(), |l| format!("bound {l} ms"));
         println!(
-            "  {outage:<20} {secs:.1} s down: pages and downloads {} (5xx {n5}), p50 {:.1} ms, p99 {:.1} ms ({bound}), max {:.1} ms; purchases, reviews, ratings {wok} of {w} 2xx",
-            lat.count, lat.p50_ms, lat.p99_ms, lat.max_ms
+            "  {:<20} {} ({:.1} s): pages and downloads {} (5xx {}), p50 {:.1} ms, p99 {:.1} ms ({bound}), max {:.1} ms; purchases, reviews, ratings {} of {} 2xx",
+            if d.cluster.is_some() { "failover" } else { "broker outage" },
+            o.what, o.secs, o.reads.count, o.reads_5xx, o.reads.p50_ms, o.reads.p99_ms, o.reads.max_ms, o.writes_ok, o.writes
         );
     }
     for b in &h.bursts {
@@ -1657,11 +1852,11 @@ fn summary(
             "  broker restarts      {} ({note})",
             d.tally.broker_restarts
         ),
-        None if cluster_nodes(&d.opts.kafka_bootstrap) > 1 => println!(
-            "  broker restarts      {} (one node of {} at a time, {} after kill -9; producer not paused)",
+        None if d.cluster.is_some() => println!(
+            "  broker faults        {} on {} nodes, producer not paused: {}",
             d.tally.broker_restarts,
             cluster_nodes(&d.opts.kafka_bootstrap),
-            d.tally.broker_crashes
+            d.tally.node_faults.join("; ")
         ),
         None => println!(
             "  broker restarts      {} ({} after kill -9; producer paused {} times, schedule moved {} ms)",
