@@ -241,14 +241,22 @@ try {
   assert.equal(await shared.inputValue("#range"), "all");
   await shared.close();
 
-  // A custom range in the URL: only the last 30 minutes.
-  const since = new Date(Date.now() - 30 * 60_000).toISOString();
+  // A custom range in the URL, from 1 ms past the start of a window with views about 30
+  // minutes back: the link's instant must hold to the millisecond (that window is out),
+  // though the range inputs show whole seconds.
+  const back = new Date(Date.now() - 30 * 60_000).toISOString();
+  const windows = (await api(`/admin/analytics/overview/history?from=${encodeURIComponent(back)}`, token)).windows;
+  const cut = windows.find((w) => w.totals.views > 0);
+  assert.ok(cut, "a window with views in the last 30 minutes");
+  const since = new Date(Date.parse(cut.window_start) + 1).toISOString();
   const custom = await context.newPage();
   await signIn(custom, `${base}/admin?from=${encodeURIComponent(since)}`);
   assert.equal(await custom.inputValue("#range"), "custom");
   const recent = await api(`/admin/analytics/overview?from=${encodeURIComponent(since)}`, token);
   const recentViews = await custom.$eval("#charts .chart[data-metric=views]", (c) => Number(c.dataset.total));
   assert.equal(recentViews, recent.totals.views, "custom range");
+  assert.equal(recent.totals.views, windows.reduce((n, w) => n + w.totals.views, 0) - cut.totals.views, "the cut window is out");
+  step(`custom range from ${since}: ${recentViews} views, the ${cut.totals.views} of the window it cuts left out`);
   await custom.close();
 
   // --- phone width -------------------------------------------------------------------
