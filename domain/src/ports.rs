@@ -256,6 +256,11 @@ pub struct ProducerStats {
 #[async_trait]
 pub trait EventPublisher: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<()>;
+    /// Hears that an event that happened at `occurred_at` was accepted through the
+    /// transactional outbox instead (its row committed; the outbox relay publishes it).
+    /// Nothing is published here: it is for decorators that watch what was accepted, such
+    /// as [`crate::pipeline::MarkingPublisher`]. The default ignores it.
+    fn outboxed(&self, _occurred_at: DateTime<Utc>) {}
 }
 
 // ---------------------------------------------------------------------------------------
