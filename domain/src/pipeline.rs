@@ -1,6 +1,7 @@
 //! Is the pipeline keeping up? The bookstore notes when it accepts events
-//! ([`EventMarks`], fed by [`MarkingPublisher`]); the admin's pipeline view compares them
-//! with the newest stored window ([`assess`]).
+//! ([`EventMarks`], fed by [`MarkingPublisher`]: views and downloads as it publishes them,
+//! outbox events once their row commits); the admin's pipeline view compares them with
+//! the newest stored window ([`assess`]).
 //!
 //! An event at time `t` is in the window holding `t`, which is stored soon after that
 //! window's end plus grace. So an accepted event later than the newest stored window's end
@@ -94,7 +95,8 @@ impl EventMarks {
     }
 }
 
-/// An [`EventPublisher`] that notes each event it published in [`EventMarks`].
+/// An [`EventPublisher`] that notes in [`EventMarks`] each event it published, and each
+/// event it hears was accepted through the outbox (purchases, reviews, ratings).
 pub struct MarkingPublisher {
     inner: Arc<dyn EventPublisher>,
     marks: Arc<EventMarks>,
@@ -106,12 +108,24 @@ impl MarkingPublisher {
     }
 }
 
+impl MarkingPublisher {
+    /// The one marking rule: an event is noted at its own time once it was accepted.
+    fn accepted(&self, occurred_at: DateTime<Utc>) {
+        self.marks.record(occurred_at);
+    }
+}
+
 #[async_trait]
 impl EventPublisher for MarkingPublisher {
     async fn publish(&self, event: &Event) -> Result<()> {
         self.inner.publish(event).await?;
-        self.marks.record(event.meta().occurred_at);
+        self.accepted(event.meta().occurred_at);
         Ok(())
+    }
+
+    fn outboxed(&self, occurred_at: DateTime<Utc>) {
+        self.inner.outboxed(occurred_at);
+        self.accepted(occurred_at);
     }
 }
 
@@ -283,6 +297,55 @@ mod tests {
         assert_eq!(
             marks.last(),
             Some(t(30) + chrono::Duration::milliseconds(300))
+        );
+    }
+
+    /// Publishes nothing, keeps what it heard of.
+    #[derive(Default)]
+    struct Inner {
+        published: Mutex<Vec<Event>>,
+        outboxed: Mutex<Vec<DateTime<Utc>>>,
+    }
+
+    #[async_trait]
+    impl EventPublisher for Inner {
+        async fn publish(&self, event: &Event) -> Result<()> {
+            self.published.lock().expect("lock").push(event.clone());
+            Ok(())
+        }
+
+        fn outboxed(&self, occurred_at: DateTime<Utc>) {
+            self.outboxed.lock().expect("lock").push(occurred_at);
+        }
+    }
+
+    #[test]
+    fn outbox_events_are_marked_at_their_own_time_like_published_ones() {
+        let marks = Arc::new(EventMarks::new());
+        let inner = Arc::new(Inner::default());
+        let publisher = MarkingPublisher::new(inner.clone(), marks.clone());
+        // A rating accepted through the outbox, alone: a pipeline with only such traffic
+        // can be stalled.
+        publisher.outboxed(t(40) + chrono::Duration::milliseconds(250));
+        assert_eq!(
+            marks.last(),
+            Some(t(40) + chrono::Duration::milliseconds(250))
+        );
+        assert_eq!(marks.pending_since(Some(t(0))), Some(t(40)));
+        assert_eq!(
+            *inner.outboxed.lock().expect("lock"),
+            vec![t(40) + chrono::Duration::milliseconds(250)]
+        );
+        assert!(inner.published.lock().expect("lock").is_empty());
+        let mut i = inputs(40 + 186, window(0, 30), None);
+        i.pending_since = marks.pending_since(Some(t(30)));
+        assert_eq!(assess(i).state, PipelineState::Stalled);
+        // An earlier outbox event moves the oldest pending mark back.
+        publisher.outboxed(t(35));
+        assert_eq!(marks.pending_since(Some(t(30))), Some(t(35)));
+        assert_eq!(
+            marks.last(),
+            Some(t(40) + chrono::Duration::milliseconds(250))
         );
     }
 

@@ -201,6 +201,32 @@ pub trait MessageBus: Send + Sync {
     fn producer_stats(&self) -> ProducerStats {
         ProducerStats::default()
     }
+    /// Where `group` stands on every partition of `topics`, asked of the bus now: its
+    /// committed offset and metadata (if it committed), the log start offset and the high
+    /// watermark, one entry per partition, in partition order. `group` and `topics` are the
+    /// names the roles use; the adapter applies its own prefixes. The group need not have a
+    /// member in this process. `Ok(None)` means the bus cannot say (the default);
+    /// [`Error::Unavailable`] that it can but did not answer within the adapter's deadline.
+    /// [`crate::analytics::unread_records`] turns the answer into the group's lag.
+    async fn group_offsets(
+        &self,
+        _group: &str,
+        _topics: &[Topic],
+    ) -> Result<Option<Vec<PartitionOffsets>>> {
+        Ok(None)
+    }
+}
+
+/// Where a consumer group stands on one partition ([`MessageBus::group_offsets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: TopicPartition,
+    /// The group's committed offset and metadata, `None` when it never committed here.
+    pub committed: Option<Committed>,
+    /// The first offset still on the log.
+    pub log_start: i64,
+    /// The offset the next record appended will get.
+    pub high_watermark: i64,
 }
 
 /// One consumer's lag on one partition: records between its position and the high
@@ -230,6 +256,11 @@ pub struct ProducerStats {
 #[async_trait]
 pub trait EventPublisher: Send + Sync {
     async fn publish(&self, event: &Event) -> Result<()>;
+    /// Hears that an event that happened at `occurred_at` was accepted through the
+    /// transactional outbox instead (its row committed; the outbox relay publishes it).
+    /// Nothing is published here: it is for decorators that watch what was accepted, such
+    /// as [`crate::pipeline::MarkingPublisher`]. The default ignores it.
+    fn outboxed(&self, _occurred_at: DateTime<Utc>) {}
 }
 
 // ---------------------------------------------------------------------------------------

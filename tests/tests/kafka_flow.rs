@@ -1,6 +1,7 @@
 //! folio end to end on a real Kafka broker and a real PostgreSQL: HTTP -> Kafka ->
 //! analytics -> Kafka -> SQL -> admin API, poison records, and a restart that resumes at
-//! the committed offsets. Each test has its own topics, consumer groups and schema.
+//! the committed offsets, and the pipeline view's analytics lag on Kafka. Each test has
+//! its own topics, consumer groups and schema.
 //!
 //! Without a broker or a database these tests fail, saying how to provide them
 //! (`KAFKA_BOOTSTRAP`, `DATABASE_URL=postgres://…`, or `scripts/test`).
@@ -10,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use folio_domain::analytics::{DeadLetter, WorkerStats};
-use folio_domain::ports::OutgoingRecord;
+use folio_domain::analytics::{unread_records, DeadLetter, StopFlag, WindowSpec, WorkerStats};
+use folio_domain::ports::{MessageBus, OutgoingRecord, PartitionOffsets};
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_kafka::KafkaBus;
+use folio_memory::SystemClock;
 use folio_runtime::analytics::GROUP as ANALYTICS_GROUP;
 use folio_tests::app::{spawn_app_with, AppOptions};
 use folio_tests::bus_contract::{header_map, partition_of, partitions_of, Member, WITHIN};
@@ -275,4 +277,110 @@ async fn committed_offsets_survive_a_restart_and_kafkas_tool_shows_them() -> any
     stack.await_exact(&traffic, Duration::ZERO).await?;
     restarted.stop().await?;
     stack.stop().await
+}
+
+/// Sums what the committed offsets alone would call lag: high watermark − committed offset
+/// (log start without a commit). folio's commits trail what it read, so this is not lag.
+fn committed_lag(offsets: &[PartitionOffsets]) -> i64 {
+    offsets
+        .iter()
+        .map(|p| p.high_watermark - p.committed.as_ref().map_or(p.log_start, |c| c.offset))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_shows_the_analytics_lag_on_kafka_from_the_read_position() -> anyhow::Result<()>
+{
+    const EVENTS: usize = 120;
+    let kafka = kafka().await;
+    let cfg = kafka.config("lag");
+    let bus = Arc::new(KafkaBus::connect(cfg.clone()).await?);
+    // The bookstore alone, on SQLite: nothing reads the event topics yet.
+    let app = spawn_app_with(AppOptions {
+        bus: Some(bus.clone()),
+        window: WINDOW,
+        grace: GRACE,
+        analytics: false,
+        ..AppOptions::default()
+    })
+    .await?;
+    let mut traffic = Traffic::new(41, 9, 25);
+    let events = traffic.batch(EVENTS);
+    publish(bus.publisher().as_ref(), &events).await?;
+
+    let before = bus
+        .group_offsets(ANALYTICS_GROUP, &Topic::EVENTS)
+        .await?
+        .context("Kafka says where a group stands")?;
+    ensure!(
+        before.len() == 12,
+        "one entry per event partition (3 + 3 + 2 + 2 + 2), not {}",
+        before.len()
+    );
+    ensure!(
+        before
+            .iter()
+            .all(|p| p.committed.is_none() && p.log_start == 0),
+        "a fresh prefix: no commits, logs from 0: {before:?}"
+    );
+    ensure!(
+        unread_records(&before) == EVENTS as u64,
+        "before any analytics: {} unread, not {EVENTS}",
+        unread_records(&before)
+    );
+    let shown = app
+        .wait_for("/admin/pipeline", Duration::from_secs(15), |p| {
+            p["analytics_lag"] == EVENTS as u64
+        })
+        .await?;
+    println!("before analytics: analytics_lag {}", shown["analytics_lag"]);
+
+    // An analytics instance reads everything and commits.
+    let stop = StopFlag::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let worker = tokio::spawn(folio_runtime::analytics::run(
+        Arc::new(KafkaBus::connect(cfg.clone()).await?),
+        Arc::new(SystemClock),
+        WindowSpec::new(WINDOW, GRACE)?,
+        stop.clone(),
+        Some(tx),
+    ));
+    let stats = rx.await.context("the analytics instance started")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = bus
+            .group_offsets(ANALYTICS_GROUP, &Topic::EVENTS)
+            .await?
+            .context("Kafka says where a group stands")?;
+        if unread_records(&now) == 0 {
+            break now;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the analytics group still has {} unread after 60 s: {now:?}",
+            unread_records(&now)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        WorkerStats::get(&stats.counted) == EVENTS as u64,
+        "the instance counted {} events, not {EVENTS}",
+        WorkerStats::get(&stats.counted)
+    );
+    // The commits trail the read position (inside the duplicate horizon they stay at the
+    // first offset read), so the committed offsets alone would still say every event.
+    ensure!(
+        committed_lag(&after) == EVENTS as i64,
+        "high watermark − committed offset sums to {}, not {EVENTS}: {after:?}",
+        committed_lag(&after)
+    );
+    let shown = app
+        .wait_for("/admin/pipeline", Duration::from_secs(15), |p| {
+            p["analytics_lag"] == 0
+        })
+        .await?;
+    println!("after analytics: analytics_lag {}", shown["analytics_lag"]);
+    stop.stop();
+    worker.await??;
+    app.stop().await
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use folio_domain::ports::{PartitionLag, ProducerStats};
+use folio_domain::ports::{PartitionLag, PartitionOffsets, ProducerStats};
 use folio_domain::topics::Topic;
 use folio_domain::Result;
 use tracing::instrument;
@@ -13,6 +13,7 @@ use crate::admin::{self, ProvisionReport};
 use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
 use crate::group::KafkaGroupConsumer;
+use crate::offsets;
 use crate::publisher::KafkaPublisher;
 
 /// A connected Kafka client. Cheap to clone; clones share connections.
@@ -70,6 +71,20 @@ impl KafkaClient {
     /// The records of every publisher of this client, summed.
     pub fn producer_stats(&self) -> ProducerStats {
         self.cluster.observed.producer()
+    }
+
+    /// Where `group` (behind the configured group prefix) stands on every partition of
+    /// `topics` that exists: its committed offset and metadata, the log start and the high
+    /// watermark, asked now without joining the group. `Unavailable` when the brokers do
+    /// not answer within a few seconds (`offsets::GROUP_OFFSETS_DEADLINE`, or the request
+    /// deadline if shorter).
+    pub async fn group_offsets(
+        &self,
+        group: &str,
+        topics: &[Topic],
+    ) -> Result<Vec<PartitionOffsets>> {
+        let name = self.cluster.cfg.group_name(group);
+        offsets::group_offsets(&self.cluster, &name, topics).await
     }
 
     /// A publisher with its own buffers; publishers share this client's connections.

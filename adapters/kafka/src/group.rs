@@ -36,12 +36,9 @@ use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions 
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::offset_fetch_request::{
-    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
-};
 use kafka_protocol::messages::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, GroupId, OffsetCommitRequest,
-    OffsetFetchRequest, TopicName,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rskafka::client::error::{Error as RsError, ProtocolError};
@@ -59,9 +56,9 @@ use crate::errors::{from_rskafka, unavailable};
 use crate::membership::{
     error_name, lose, MemberState, Membership, COORDINATOR_LOAD_IN_PROGRESS,
     COORDINATOR_NOT_AVAILABLE, FENCED_MEMBER_EPOCH, ILLEGAL_GENERATION, NOT_COORDINATOR,
-    REBALANCE_IN_PROGRESS, REQUEST_TIMED_OUT, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID,
-    UNSTABLE_OFFSET_COMMIT, UNSUPPORTED_VERSION,
+    REBALANCE_IN_PROGRESS, REQUEST_TIMED_OUT, UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION,
 };
+use crate::offsets::{self, retry_kind, Asker, Retry};
 use crate::wire::{BrokerConnection, ConnectSettings, WireError};
 
 struct FetchState {
@@ -378,50 +375,33 @@ impl KafkaGroupConsumer {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Committed>> {
-        let cfg = self.cluster.cfg.clone();
-        let mut by_topic: BTreeMap<Topic, Vec<i32>> = BTreeMap::new();
-        for tp in partitions {
-            by_topic.entry(tp.topic).or_default().push(tp.partition);
-        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             // A classic group checks no member on fetches; KIP-848 checks the epoch.
-            let (member_id, epoch) = {
+            let asker = {
                 let st = self.membership.lock();
                 match st.classic {
-                    Some(_) => (None, -1),
-                    None => (Some(StrBytes::from_string(st.member_id.clone())), st.epoch),
+                    Some(_) => Asker {
+                        member_id: None,
+                        epoch: -1,
+                        require_stable: true,
+                    },
+                    None => Asker {
+                        member_id: Some(st.member_id.clone()),
+                        epoch: st.epoch,
+                        require_stable: true,
+                    },
                 }
             };
-            let req = OffsetFetchRequest::default()
-                .with_require_stable(true)
-                .with_groups(vec![OffsetFetchRequestGroup::default()
-                    .with_group_id(GroupId(StrBytes::from_string(
-                        self.membership.group.clone(),
-                    )))
-                    .with_member_id(member_id)
-                    .with_member_epoch(epoch)
-                    .with_topics(Some(
-                        by_topic
-                            .iter()
-                            .map(|(t, ps)| {
-                                OffsetFetchRequestTopics::default()
-                                    .with_name(TopicName(StrBytes::from_string(cfg.topic_name(*t))))
-                                    .with_partition_indexes(ps.clone())
-                            })
-                            .collect(),
-                    ))]);
+            let req = offsets::fetch_request(
+                &self.cluster.cfg,
+                &self.membership.group,
+                &asker,
+                partitions,
+            );
             let conn = self.offsets_conn().await?;
-            if conn
-                .version::<OffsetFetchRequest>()
-                .map_err(WireError::into_domain)?
-                < 8
-            {
-                return Err(Error::Internal(
-                    "kafka: the broker lacks OffsetFetch v8+".into(),
-                ));
-            }
+            offsets::require_v8(conn)?;
             let resp = match conn.request(&req).await {
                 Ok(r) => r,
                 Err(e) if e.is_connection() && attempt < 3 => {
@@ -430,56 +410,15 @@ impl KafkaGroupConsumer {
                 }
                 Err(e) => return Err(e.into_domain()),
             };
-            let Some(g) = resp.groups.into_iter().next() else {
-                return Err(Error::Internal(
-                    "kafka: OffsetFetch answered without the group".into(),
-                ));
-            };
-            let mut retry = retry_kind(g.error_code);
-            let mut out = HashMap::new();
-            for t in g.topics {
-                let Some(topic) = cfg.topic_from_name(t.name.0.as_str()) else {
-                    continue;
-                };
-                for p in t.partitions {
-                    if p.error_code != 0 {
-                        retry = retry.max(retry_kind(p.error_code));
-                        if retry == Retry::No {
-                            return Err(Error::Internal(format!(
-                                "kafka: OffsetFetch of {}/{} failed: {}",
-                                topic,
-                                p.partition_index,
-                                error_name(p.error_code)
-                            )));
-                        }
-                        continue;
-                    }
-                    if p.committed_offset >= 0 {
-                        out.insert(
-                            TopicPartition::new(topic, p.partition_index),
-                            Committed {
-                                offset: p.committed_offset,
-                                metadata: p.metadata.map(|m| m.to_string()).unwrap_or_default(),
-                            },
-                        );
-                    }
-                }
-            }
-            match retry {
-                Retry::Ok => return Ok(out),
-                Retry::No => {
-                    return Err(Error::Internal(format!(
-                        "kafka: OffsetFetch failed: {}",
-                        error_name(g.error_code)
-                    )))
-                }
+            match offsets::read_answer(&self.cluster.cfg, resp)? {
+                (Retry::Ok, out) => return Ok(out),
                 _ if attempt >= 10 => {
                     return Err(unavailable(
                         "OffsetFetch kept failing with retriable errors",
                     ))
                 }
-                Retry::Reconnect => self.offsets = None,
-                Retry::Later => {}
+                (Retry::Reconnect, _) => self.offsets = None,
+                _ => {}
             }
             self.wait_for_heartbeat(Duration::from_millis(200)).await;
         }
@@ -487,27 +426,6 @@ impl KafkaGroupConsumer {
 
     async fn wait_for_heartbeat(&self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.membership.changed.notified()).await;
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Retry {
-    Ok,
-    Later,
-    Reconnect,
-    No,
-}
-
-fn retry_kind(code: i16) -> Retry {
-    match code {
-        0 => Retry::Ok,
-        COORDINATOR_LOAD_IN_PROGRESS
-        | UNSTABLE_OFFSET_COMMIT
-        | STALE_MEMBER_EPOCH
-        | REBALANCE_IN_PROGRESS
-        | REQUEST_TIMED_OUT => Retry::Later,
-        COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR => Retry::Reconnect,
-        _ => Retry::No,
     }
 }
 

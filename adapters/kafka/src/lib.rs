@@ -27,6 +27,9 @@
 //!   member speaks the classic protocol instead (`classic`: JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup, with a client-side `assignor`: cooperative-sticky, else
 //!   range); `membership` holds the state both share with `poll`.
+//! - `offsets`: `OffsetFetch` (building the request, reading the answer) for the group
+//!   member and for [`KafkaClient::group_offsets`], where a group stands on its topics
+//!   (committed offsets, log starts, high watermarks) without being one of its members.
 //! - `wire`: the small connection layer the group protocol needs and rskafka does not
 //!   expose: framing, correlation ids, ApiVersions negotiation, TLS and SASL.
 //! - [`KafkaBus`]: the [`MessageBus`] the composition roots take.
@@ -58,6 +61,7 @@ mod errors;
 pub mod group;
 mod leaders;
 mod membership;
+mod offsets;
 pub mod publisher;
 mod wire;
 
@@ -65,7 +69,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use folio_domain::ports::{
-    GroupConsumer, MessageBus, PartitionLag, ProducerStats, RecordPublisher,
+    GroupConsumer, MessageBus, PartitionLag, PartitionOffsets, ProducerStats, RecordPublisher,
 };
 use folio_domain::topics::Topic;
 use folio_domain::Result;
@@ -131,6 +135,15 @@ impl MessageBus for KafkaBus {
     fn producer_stats(&self) -> ProducerStats {
         self.client.producer_stats()
     }
+
+    /// Asked of the group's coordinator and the partitions' leaders, within a few seconds.
+    async fn group_offsets(
+        &self,
+        group: &str,
+        topics: &[Topic],
+    ) -> Result<Option<Vec<PartitionOffsets>>> {
+        self.client.group_offsets(group, topics).await.map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +154,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     /// Each module's source, outside its `#[cfg(test)] mod tests`.
-    const MODULES: [(&str, &str); 13] = [
+    const MODULES: [(&str, &str); 14] = [
         ("admin", include_str!("admin.rs")),
         ("assignor", include_str!("assignor.rs")),
         ("classic", include_str!("classic.rs")),
@@ -152,6 +165,7 @@ mod tests {
         ("group", include_str!("group.rs")),
         ("leaders", include_str!("leaders.rs")),
         ("membership", include_str!("membership.rs")),
+        ("offsets", include_str!("offsets.rs")),
         ("publisher", include_str!("publisher.rs")),
         ("wire", include_str!("wire.rs")),
         ("lib", include_str!("lib.rs")),

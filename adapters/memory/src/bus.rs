@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use folio_domain::partitioner::partition_for_key;
 use folio_domain::ports::{
     Assignment, Committed, ConsumerEvent, GroupConsumer, Header, MessageBus, OffsetCommit,
-    OutgoingRecord, PartitionLag, Record, RecordBatch, RecordPublisher,
+    OutgoingRecord, PartitionLag, PartitionOffsets, Record, RecordBatch, RecordPublisher,
 };
 use folio_domain::topics::{Topic, TopicPartition};
 use folio_domain::{Error, Result};
@@ -160,23 +160,6 @@ impl MemoryBus {
         self.lock().groups.get(group)?.committed.get(&tp).cloned()
     }
 
-    /// Records of `topics` the group has not committed yet, summed over their partitions
-    /// (Kafka's consumer lag; a partition without a commit counts from its log start).
-    pub fn lag(&self, group: &str, topics: &[Topic]) -> u64 {
-        let st = self.lock();
-        let committed = st.groups.get(group).map(|g| &g.committed);
-        st.logs
-            .iter()
-            .filter(|(tp, _)| topics.contains(&tp.topic))
-            .map(|(tp, log)| {
-                let from = committed
-                    .and_then(|c| c.get(tp))
-                    .map_or(log.start_offset, |c| c.offset.max(log.start_offset));
-                (log.end_offset() - from).max(0) as u64
-            })
-            .sum()
-    }
-
     /// Joins `group` as a new member subscribed to `topics`. Partitions are spread over the
     /// members in join order; members see the change at their next poll.
     pub fn consumer(&self, group: &str, topics: &[Topic]) -> MemoryConsumer {
@@ -258,6 +241,31 @@ impl MessageBus for MemoryBus {
 
     async fn provision(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Every partition of `topics`, in the order given, from the logs and commits held.
+    async fn group_offsets(
+        &self,
+        group: &str,
+        topics: &[Topic],
+    ) -> Result<Option<Vec<PartitionOffsets>>> {
+        let st = self.lock();
+        let committed = st.groups.get(group).map(|g| &g.committed);
+        Ok(Some(
+            topics
+                .iter()
+                .flat_map(|t| (0..t.partitions()).map(|p| TopicPartition::new(*t, p)))
+                .filter_map(|tp| {
+                    let log = st.logs.get(&tp)?;
+                    Some(PartitionOffsets {
+                        partition: tp,
+                        committed: committed.and_then(|c| c.get(&tp)).cloned(),
+                        log_start: log.start_offset,
+                        high_watermark: log.end_offset(),
+                    })
+                })
+                .collect(),
+        ))
     }
 
     /// Per group and partition with a commit: records past the committed offset.
@@ -446,20 +454,18 @@ impl Drop for MemoryConsumer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lag_counts_what_the_group_has_not_committed() -> Result<()> {
-        let bus = MemoryBus::new();
+    #[tokio::test]
+    async fn group_offsets_report_each_partition_with_its_commit() -> Result<()> {
+        let bus = MemoryBus::with_limits(BusLimits {
+            retained_per_partition: 2,
+            max_batch: 10,
+        });
         let views = TopicPartition::new(Topic::BookViews, 0);
         let first = bus.append(views, None, b"a".to_vec())?;
-        bus.append(views, None, b"b".to_vec())?;
-        bus.append(views, None, b"c".to_vec())?;
-        bus.append(
-            TopicPartition::new(Topic::BookRatings, 1),
-            None,
-            b"r".to_vec(),
-        )?;
-        assert_eq!(bus.lag("g", &[Topic::BookViews]), 3);
-        assert_eq!(bus.lag("g", &Topic::EVENTS), 4);
+        for v in [b"b", b"c"] {
+            bus.append(views, None, v.to_vec())?;
+        }
+        let metadata = r#"{"v":4,"read":3}"#.to_string();
         bus.lock()
             .groups
             .entry("g".into())
@@ -468,12 +474,35 @@ mod tests {
             .insert(
                 views,
                 Committed {
-                    offset: first + 2,
-                    metadata: String::new(),
+                    offset: first + 1,
+                    metadata: metadata.clone(),
                 },
             );
-        assert_eq!(bus.lag("g", &[Topic::BookViews]), 1);
-        assert_eq!(bus.lag("other", &[Topic::BookViews]), 3);
+        let answer = bus
+            .group_offsets("g", &[Topic::BookViews])
+            .await?
+            .expect("the memory bus answers");
+        assert_eq!(
+            answer,
+            (0..3)
+                .map(|p| PartitionOffsets {
+                    partition: TopicPartition::new(Topic::BookViews, p),
+                    committed: (p == 0).then(|| Committed {
+                        offset: first + 1,
+                        metadata: metadata.clone(),
+                    }),
+                    // Partition 0 dropped its oldest record (two are kept).
+                    log_start: if p == 0 { first + 1 } else { first },
+                    high_watermark: if p == 0 { first + 3 } else { first },
+                })
+                .collect::<Vec<_>>()
+        );
+        let other = bus
+            .group_offsets("other", &Topic::EVENTS)
+            .await?
+            .expect("answers");
+        assert_eq!(other.len(), 12);
+        assert!(other.iter().all(|p| p.committed.is_none()));
         Ok(())
     }
 }

@@ -2,14 +2,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use folio_domain::events::Event;
 use folio_domain::ports::EventPublisher;
 use folio_domain::{Error, Result};
 
-/// Keeps every published event, for assertions; or refuses them as a full spool does.
+/// Keeps every published event, and the time of every event it hears was accepted
+/// through the outbox, for assertions; or refuses events as a full spool does.
 #[derive(Debug, Default)]
 pub struct RecordingPublisher {
     events: Mutex<Vec<Event>>,
+    outboxed: Mutex<Vec<DateTime<Utc>>>,
     refusing: AtomicBool,
 }
 
@@ -26,6 +29,11 @@ impl RecordingPublisher {
     pub fn events(&self) -> Vec<Event> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
+
+    /// When the events accepted through the outbox happened, in the order heard.
+    pub fn outboxed_at(&self) -> Vec<DateTime<Utc>> {
+        self.outboxed.lock().map(|e| e.clone()).unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -38,6 +46,12 @@ impl EventPublisher for RecordingPublisher {
             e.push(event.clone());
         }
         Ok(())
+    }
+
+    fn outboxed(&self, occurred_at: DateTime<Utc>) {
+        if let Ok(mut e) = self.outboxed.lock() {
+            e.push(occurred_at);
+        }
     }
 }
 

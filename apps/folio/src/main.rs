@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use folio_domain::ports::MessageBus;
-use folio_domain::topics::Topic;
 use folio_memory::{MemoryBus, SystemClock};
-use folio_runtime::bookstore::{redact, BookstoreArgs, EmbeddedAnalytics, LagFn, Starter};
+use folio_runtime::bookstore::{redact, BookstoreArgs, EmbeddedAnalytics, Starter};
 use folio_runtime::supervisor::Stage;
 use folio_runtime::{analytics, connect_bus, telemetry, AnalyticsArgs, BusArgs, Shutdown};
 use folio_runtime::{Supervisor, TelemetryArgs};
@@ -101,16 +100,9 @@ async fn main() -> anyhow::Result<()> {
     }
     ensure_sqlite_dir(&cli.bookstore.database_url)?;
     let spec = cli.analytics.spec()?;
-    let (bus, lag): (Arc<dyn MessageBus>, Option<LagFn>) = match &cli.bus.kafka_bootstrap {
-        None => {
-            let memory = MemoryBus::new();
-            let lag = memory.clone();
-            (
-                Arc::new(memory),
-                Some(Arc::new(move || lag.lag(analytics::GROUP, &Topic::EVENTS))),
-            )
-        }
-        Some(_) => (connect_bus(&cli.bus).await?, None),
+    let bus: Arc<dyn MessageBus> = match &cli.bus.kafka_bootstrap {
+        None => Arc::new(MemoryBus::new()),
+        Some(_) => connect_bus(&cli.bus).await?,
     };
     if cli.without_analytics && cli.bus.kafka_bootstrap.is_some() {
         anyhow::bail!("--without-analytics is for the in-process bus; with Kafka, stop folio-analytics instead");
@@ -134,7 +126,6 @@ async fn main() -> anyhow::Result<()> {
         stats: worker_stats,
         window: cli.analytics.analytics_window,
         grace: cli.analytics.analytics_grace,
-        lag,
     };
     let running = Starter::start_embedded(&cli.bookstore, bus, clock, embedded).await?;
 

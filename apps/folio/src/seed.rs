@@ -18,11 +18,11 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use folio_domain::accounts::{Principal, Role};
-use folio_domain::analytics::{parse_duration, StopFlag, WorkerStats};
+use folio_domain::analytics::{parse_duration, unread_records, StopFlag, WorkerStats};
 use folio_domain::catalog::{BookDraft, BookFileUpload, BookFilter, PageRequest};
 use folio_domain::ids::BookId;
 use folio_domain::money::Currency;
-use folio_domain::ports::{Outbox, StatsQuery, UserRepository};
+use folio_domain::ports::{MessageBus, Outbox, StatsQuery, UserRepository};
 use folio_domain::services::{
     Bookstore, BookstoreDeps, BusEventPublisher, OutboxRelay, StatsIngest, StoreConfig,
 };
@@ -382,7 +382,11 @@ pub async fn run(
             "the ingest to store every aggregate",
             Duration::from_secs(300),
             || async {
-                Ok(memory.lag(folio_runtime::bookstore::GROUP, &[Topic::AggregatedStats]) == 0)
+                let offsets = memory
+                    .group_offsets(folio_runtime::bookstore::GROUP, &[Topic::AggregatedStats])
+                    .await?
+                    .unwrap_or_default();
+                Ok(unread_records(&offsets) == 0)
             },
         )
         .await?;

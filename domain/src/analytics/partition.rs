@@ -38,6 +38,10 @@
 //!   and is skipped; one at or past both is late.
 //! - A correction is published only once the close of every window it corrects has been
 //!   committed, so no later owner can count its records in the window itself.
+//! - The checkpoint also records the position the owner had read to ([`read_position`]):
+//!   the committed offset trails it by up to the duplicate horizon, so the group's lag is
+//!   measured from the read position, never from the committed offset
+//!   ([`super::lag::unread_records`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -303,8 +307,9 @@ pub fn checkpoint_bytes_bound(spec: &WindowSpec) -> usize {
     let length = spec.length_ms().max(1);
     let windows = (length + spec.grace_ms() + length - 1) / length + 1;
     let widest = Checkpoint {
-        v: 3,
+        v: CHECKPOINT_VERSION,
         fold: Some(i64::MIN),
+        read: Some(i64::MIN),
         stream: Some(9_999_999_999_999),
         horizon: Some(9_999_999_999_999),
         closed: vec![(9_999_999_999_999, i64::MAX); windows as usize],
@@ -313,15 +318,25 @@ pub fn checkpoint_bytes_bound(spec: &WindowSpec) -> usize {
     serde_json::to_string(&widest).map_or(usize::MAX, |s| s.len())
 }
 
+/// The version [`PartitionWindows::take_checkpoint`] writes. Every change so far only
+/// added optional fields, so any version decodes: a field a checkpoint lacks takes its
+/// default. 4 added `read`.
+const CHECKPOINT_VERSION: u8 = 4;
+
 /// The checkpoint kept in the commit metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
-    /// Format version.
+    /// Format version ([`CHECKPOINT_VERSION`] when written by this build).
     v: u8,
     /// The fold point, when past the committed offset: the records before it are re-read
     /// only to learn their event ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fold: Option<i64>,
+    /// The owner's read position when the checkpoint was taken (the next offset it would
+    /// have read), never before the fold point. Only [`read_position`] uses it; resuming
+    /// does not. Absent from checkpoints before version 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read: Option<i64>,
     /// Largest event time of the records counted before the fold point (ms), if any: a
     /// replay from there retraces stream time exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,6 +350,17 @@ struct Checkpoint {
     /// Every late record below this offset is in a published correction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     corrected: Option<i64>,
+}
+
+/// How far the group had read a partition when it committed `committed`: the read position
+/// its checkpoint records, or for a checkpoint written before version 4 (or metadata that
+/// is no checkpoint) its fold point, else the committed offset. Never below the committed
+/// offset.
+pub fn read_position(committed: &Committed) -> i64 {
+    serde_json::from_str::<Checkpoint>(&committed.metadata)
+        .ok()
+        .and_then(|cp| cp.read.or(cp.fold))
+        .map_or(committed.offset, |read| read.max(committed.offset))
 }
 
 /// The open windows and the open correction of one partition.
@@ -745,8 +771,11 @@ impl PartitionWindows {
         let (fold, stream) = self.fold_point();
         let offset = self.commit_offset();
         let cp = Checkpoint {
-            v: 3,
+            v: CHECKPOINT_VERSION,
             fold: (fold > offset).then_some(fold),
+            // A resumed owner re-reading the records before the fold point is behind what
+            // an earlier owner read: those records count as read.
+            read: Some(self.position.max(fold)),
             stream,
             horizon: self.horizon_ms,
             closed: self.closed.clone(),

@@ -68,6 +68,13 @@ impl Bookstore {
         self.d.config
     }
 
+    /// The event of `meta` was written to the outbox with its row, which committed: the
+    /// event publisher hears of it ([`EventPublisher::outboxed`]), as of views and downloads
+    /// it publishes itself.
+    fn accepted_via_outbox(&self, meta: EventMeta) {
+        self.d.events.outboxed(meta.occurred_at);
+    }
+
     // ----- accounts -----
 
     /// Registers a reader (role USER) and signs them in.
@@ -262,7 +269,11 @@ impl Bookstore {
                     .complete(pending.id, &payment_ref, meta)
                     .await?
                 {
-                    ConfirmOutcome::Completed(p) | ConfirmOutcome::AlreadyCompleted(p) => Ok(p),
+                    ConfirmOutcome::Completed(p) => {
+                        self.accepted_via_outbox(meta);
+                        Ok(p)
+                    }
+                    ConfirmOutcome::AlreadyCompleted(p) => Ok(p),
                 }
             }
             ChargeOutcome::Pending { .. } => Ok(pending),
@@ -288,6 +299,7 @@ impl Bookstore {
                 .await?
             {
                 ConfirmOutcome::Completed(p) => {
+                    self.accepted_via_outbox(meta);
                     info!(purchase_id = %p.id, "purchase completed by webhook");
                     Ok(p)
                 }
@@ -340,7 +352,9 @@ impl Bookstore {
         let text = ReviewText::parse(text)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
-        self.d.reviews.create(id, who.user_id, &text, meta).await
+        let written = self.d.reviews.create(id, who.user_id, &text, meta).await?;
+        self.accepted_via_outbox(meta);
+        Ok(written)
     }
 
     pub async fn update_my_review(
@@ -352,7 +366,9 @@ impl Bookstore {
         let text = ReviewText::parse(text)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
-        self.d.reviews.update(id, who.user_id, &text, meta).await
+        let written = self.d.reviews.update(id, who.user_id, &text, meta).await?;
+        self.accepted_via_outbox(meta);
+        Ok(written)
     }
 
     pub async fn list_reviews(&self, id: BookId, page: PageRequest) -> Result<Page<Review>> {
@@ -364,7 +380,9 @@ impl Bookstore {
         let stars = Stars::parse(stars)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
-        self.d.ratings.create(id, who.user_id, stars, meta).await
+        let written = self.d.ratings.create(id, who.user_id, stars, meta).await?;
+        self.accepted_via_outbox(meta);
+        Ok(written)
     }
 
     pub async fn update_my_rating(
@@ -376,7 +394,9 @@ impl Bookstore {
         let stars = Stars::parse(stars)?;
         self.live_book(id).await?;
         let meta = EventMeta::new(self.d.clock.now());
-        self.d.ratings.update(id, who.user_id, stars, meta).await
+        let written = self.d.ratings.update(id, who.user_id, stars, meta).await?;
+        self.accepted_via_outbox(meta);
+        Ok(written)
     }
 
     // ----- admin statistics -----

@@ -49,7 +49,8 @@ pub struct PipelineFigures {
     pub analytics: Option<AnalyticsStatus>,
     /// Purchase, review and rating events waiting in the outbox.
     pub outbox_backlog: Option<u64>,
-    /// Events on the bus the analytics group has not committed (in-process bus only).
+    /// Events on the event topics `analytics-service-group` has not read, as of each
+    /// partition's last commit; `None` when the bus did not say.
     pub analytics_lag: Option<u64>,
 }
 
@@ -150,8 +151,13 @@ pub struct PipelineResponse {
     pub analytics: Option<AnalyticsStatus>,
     #[oai(nullable)]
     pub outbox_backlog: Option<u64>,
-    /// Events on the bus not yet committed by `analytics-service-group`; null on Kafka
-    /// (`kafka-consumer-groups.sh --describe --group analytics-service-group` shows it).
+    /// Events on the five event topics that `analytics-service-group` had not read as of
+    /// each partition's last commit: per partition, the high watermark minus the read
+    /// position the group's checkpoint records (from the log start where the group never
+    /// committed), summed. It is not Kafka's committed lag: folio commits behind what it
+    /// has read, by up to the duplicate horizon, so `kafka-consumer-groups.sh` shows more.
+    /// The same on the in-process bus and on Kafka; on Kafka it is asked of the brokers at
+    /// most every 5 s, and null when they did not answer in time.
     #[oai(nullable)]
     pub analytics_lag: Option<u64>,
     pub dead_letters: Vec<DeadLetterCount>,

@@ -76,6 +76,7 @@ async fn immediate_purchase_completes_and_unlocks_the_download() {
         .await
         .problem(409, "already bought");
     assert_eq!(purchases(&app).len(), 1);
+    app.assert_outbox_heard(1);
 }
 
 #[tokio::test]
@@ -172,6 +173,7 @@ async fn deferred_purchase_completes_through_an_idempotent_webhook() {
     let again = webhook(&app, &body, Some(&sig)).await.expect(200);
     assert_eq!(again, done, "a retried webhook answers the same purchase");
     assert_eq!(purchases(&app).len(), 1, "and records one purchase event");
+    app.assert_outbox_heard(1);
 
     let r = app
         .get_as(&reader, &format!("/api/v1/books/{id}/download"))

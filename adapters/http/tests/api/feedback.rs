@@ -69,6 +69,7 @@ async fn reviews_are_created_once_then_replaced() {
         })
         .collect();
     assert_eq!(events, [(10, None), (25, Some(10)), (3, None)]);
+    app.assert_outbox_heard(3);
 }
 
 #[tokio::test]
@@ -127,4 +128,5 @@ async fn ratings_are_one_to_five_and_updates_carry_the_old_value() {
         })
         .collect();
     assert_eq!(events, [(4, None), (2, Some(4))]);
+    app.assert_outbox_heard(2);
 }

@@ -372,6 +372,15 @@ impl TestApp {
     pub fn outbox(&self) -> Vec<Event> {
         self.store.outbox_events()
     }
+
+    /// The event publisher heard of every event written to the outbox, once, at the
+    /// event's own time (so the pipeline view marks them), and of nothing else.
+    #[track_caller]
+    pub fn assert_outbox_heard(&self, events: usize) {
+        let written: Vec<_> = self.outbox().iter().map(|e| e.meta().occurred_at).collect();
+        assert_eq!(written.len(), events, "events in the outbox");
+        assert_eq!(self.events.outboxed_at(), written);
+    }
 }
 
 impl Reply {

@@ -34,7 +34,7 @@ use crate::supervisor::{Stage, Supervisor};
 pub mod fault;
 mod pipeline;
 pub use fault::FaultArgs;
-pub use pipeline::{EmbeddedAnalytics, LagFn};
+pub use pipeline::EmbeddedAnalytics;
 
 /// How often the outbox's backlog and oldest age are sampled for `/metrics`.
 const OUTBOX_SAMPLE: Duration = Duration::from_secs(5);
@@ -253,8 +253,8 @@ impl Starter {
         Self::start_with_faults(args, bus, clock, analytics, &FaultArgs::default()).await
     }
 
-    /// [`Starter::start`] beside an analytics worker in the same process, whose window,
-    /// grace and lag the pipeline view then shows.
+    /// [`Starter::start`] beside an analytics worker in the same process, whose window
+    /// and grace the pipeline view then shows.
     pub async fn start_embedded(
         args: &BookstoreArgs,
         bus: Arc<dyn MessageBus>,
@@ -384,6 +384,7 @@ impl Starter {
             marks,
             analytics: analytics.clone(),
             embedded,
+            lag: pipeline::AnalyticsLag::new(bus.clone()),
         };
         metrics.ingest(ingest_stats);
         metrics.spool(spool.clone());
