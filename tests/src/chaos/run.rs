@@ -668,7 +668,8 @@ impl Driver {
     async fn cluster_fault(&mut self, cluster: &ClusterEnv) -> anyhow::Result<()> {
         let t = Instant::now();
         let down_at = now_ms();
-        let what = match self.tally.node_faults.len() % 3 {
+        // Each arm says what it did and whether it was a held kill -9.
+        let (what, killed) = match self.tally.node_faults.len() % 3 {
             0 => {
                 let prefix = self.prefix.clone();
                 let parts = self.alongside(cluster.partitions(&prefix)).await?;
@@ -688,7 +689,7 @@ impl Driver {
                 );
                 self.node_outage(cluster, node, &what, self.opts.profile.broker_outage)
                     .await?;
-                what
+                (what, true)
             }
             1 => {
                 let mut cfg = KafkaConfig::new(&self.opts.kafka_bootstrap);
@@ -699,7 +700,7 @@ impl Driver {
                 let what = format!("kill -9 of node {node}, coordinator of {ANALYTICS_GROUP}");
                 self.node_outage(cluster, node, &what, self.opts.profile.broker_outage / 2)
                     .await?;
-                what
+                (what, true)
             }
             _ => {
                 for node in 1..=cluster.nodes() {
@@ -708,10 +709,13 @@ impl Driver {
                     self.alongside(cluster.start(node)).await?;
                     self.back_in_sync(cluster).await?;
                 }
-                format!("rolling restart of nodes 1-{}", cluster.nodes())
+                (
+                    format!("rolling restart of nodes 1-{}", cluster.nodes()),
+                    false,
+                )
             }
         };
-        self.tally.broker_crashes += u32::from(what.starts_with("kill"));
+        self.tally.broker_crashes += u32::from(killed);
         self.tally.broker_restarts += 1;
         // Every failover is checked for 5xx pages and downloads; only the held ones for
         // their latency.
@@ -719,7 +723,7 @@ impl Driver {
             what: what.clone(),
             down: down_at,
             back: now_ms(),
-            held: !what.starts_with("rolling"),
+            held: killed,
         });
         self.tally.node_faults.push(what.clone());
         eprintln!(
