@@ -297,6 +297,10 @@ pub trait BookRepository: Send + Sync {
     async fn update(&self, id: BookId, draft: BookDraft, at: DateTime<Utc>) -> Result<Book>;
     /// Removes a book from the catalog; [`Error::NotFound`] if there is none.
     async fn delete(&self, id: BookId, at: DateTime<Utc>) -> Result<()>;
+    /// The catalog's revision: a number that every committed change of a book or of its
+    /// file moves (in the same transaction), seen alike by every instance on the store.
+    /// The book page cache is versioned by it (`services::BookCache`).
+    async fn revision(&self) -> Result<u64>;
 }
 
 /// A chunked reader of a stored file, so downloads stream instead of loading whole files.

@@ -111,6 +111,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> anyhow::Result<TestApp> {
         stats_retention: Retention::default(),
         data_dir: data.path().to_path_buf(),
         spool_limit: folio_spool::DEFAULT_LIMIT_BYTES,
+        book_cache_refresh: folio_domain::services::DEFAULT_BOOK_PAGE_REFRESH,
     };
     let running = Starter::start(&args, bus, clock, stats).await?;
     let base = format!("http://{}/api/v1", running.http_addr);

@@ -207,11 +207,15 @@ pub async fn users(users: &dyn UserRepository) -> Result<()> {
     Ok(())
 }
 
-/// The catalog: paging with totals, genre and title filters, update, soft delete.
+/// The catalog: paging with totals, genre and title filters, update, soft delete, and the
+/// revision that every change moves and nothing else does.
 pub async fn books(books: &dyn BookRepository) -> Result<()> {
+    let mut revision = books.revision().await?;
     let dune = new_book(books, "Dune", "SF", 1299).await?;
+    revision_moved(books, &mut revision, true, "a new book").await?;
     let emma = new_book(books, "Emma", "Classics", 0).await?;
     let neuro = new_book(books, "Neuromancer", "SF", 999).await?;
+    revision_moved(books, &mut revision, true, "two new books").await?;
     assert_eq!(dune.title, "Dune");
     assert_eq!(dune.price, Money::new(1299, usd()));
     assert_eq!(dune.file, None);
@@ -289,8 +293,10 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
     assert_eq!(updated.price.amount_cents, 1499);
     assert_eq!((updated.created_at, updated.updated_at), (at(0), at(60)));
     assert_eq!(books.get(dune.id).await?, Some(updated));
+    revision_moved(books, &mut revision, true, "an update").await?;
 
     books.delete(neuro.id, at(120)).await?;
+    revision_moved(books, &mut revision, true, "a removal").await?;
     assert_eq!(books.get(neuro.id).await?, None);
     let live = books
         .list(PageRequest::new(None, None)?, &BookFilter::default())
@@ -316,12 +322,38 @@ pub async fn books(books: &dyn BookRepository) -> Result<()> {
         &books.update(BookId(999_999), draft, at(122)).await
     ));
     assert!(is_not_found(&books.delete(BookId(999_999), at(122)).await));
+    revision_moved(books, &mut revision, false, "reads and refused changes").await?;
+    Ok(())
+}
+
+/// Checks that the catalog's revision moved past `seen` (`moved`) or stayed on it, and
+/// remembers the new one.
+async fn revision_moved(
+    books: &dyn BookRepository,
+    seen: &mut u64,
+    moved: bool,
+    what: &str,
+) -> Result<()> {
+    let now = books.revision().await?;
+    if moved {
+        ensure!(
+            now > *seen,
+            "{what} must move the revision ({seen} -> {now})"
+        );
+    } else {
+        ensure!(
+            now == *seen,
+            "{what} must leave the revision ({seen} -> {now})"
+        );
+    }
+    *seen = now;
     Ok(())
 }
 
 /// Book files: absent until uploaded, byte-identical when read back in chunks, replaceable.
 pub async fn book_files(books: &dyn BookRepository, files: &dyn BookFileStore) -> Result<()> {
     let book = new_book(books, "Dune", "SF", 1299).await?;
+    let mut revision = books.revision().await?;
     assert!(
         files.open(book.id).await?.is_none(),
         "a book without a file opens as None"
@@ -341,6 +373,7 @@ pub async fn book_files(books: &dyn BookRepository, files: &dyn BookFileStore) -
         books.get(book.id).await?.and_then(|b| b.file),
         Some(info.clone())
     );
+    revision_moved(books, &mut revision, true, "an upload").await?;
 
     let (opened, mut chunks) = files
         .open(book.id)

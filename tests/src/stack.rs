@@ -131,6 +131,7 @@ impl Stack {
             stats_retention: Retention::default(),
             data_dir: self.data_dir.path().to_path_buf(),
             spool_limit: folio_spool::DEFAULT_LIMIT_BYTES,
+            book_cache_refresh: folio_domain::services::DEFAULT_BOOK_PAGE_REFRESH,
         };
         let bus = self.bus().await?;
         self.bookstore = Some(Starter::start(&args, bus, Arc::new(SystemClock), None).await?);

@@ -170,3 +170,67 @@ async fn two_instances_race_on_one_database_without_breaking_uniqueness() -> any
     a.stop().await?;
     b.stop().await
 }
+
+/// The book page cache is versioned by the catalog's revision on the shared database: a
+/// change through one instance shows on that instance at once and on the other within
+/// its refresh (`FOLIO_BOOK_CACHE_REFRESH`), never later, and never the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_book_changed_through_one_instance_shows_on_the_other_within_the_refresh(
+) -> anyhow::Result<()> {
+    use folio_domain::services::DEFAULT_BOOK_PAGE_REFRESH;
+    let pg = postgres().await;
+    let url = pg.fresh_schema().await?;
+    let bus: Arc<dyn MessageBus> = Arc::new(MemoryBus::new());
+    let options = || AppOptions {
+        database_url: Some(url.clone()),
+        bus: Some(bus.clone()),
+        ..AppOptions::default()
+    };
+    let a = spawn_app_with(options()).await?;
+    let b = spawn_app_with(options()).await?;
+    let book = a.create_book("Dune", "SF", 1999).await?;
+    let page = format!("/books/{book}");
+    async fn shown(app: &TestApp, page: &str) -> anyhow::Result<(u16, String)> {
+        let r = app.call("GET", page, None, None).await?;
+        Ok((
+            r.status,
+            r.body["title"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+    // Both hold the page now.
+    assert_eq!(shown(&a, &page).await?, (200, "Dune".into()));
+    assert_eq!(shown(&b, &page).await?, (200, "Dune".into()));
+    let past_refresh = DEFAULT_BOOK_PAGE_REFRESH + std::time::Duration::from_millis(50);
+
+    for (n, new_title) in ["Dune Messiah", "Children of Dune"].into_iter().enumerate() {
+        let r = a
+            .call(
+                "PUT",
+                &page,
+                Some(&a.admin_token),
+                Some(json!({"title": new_title, "author": "A. Author", "genre": "SF", "description": "", "price_cents": 1999, "currency": "USD"})),
+            )
+            .await?;
+        assert_eq!(r.status, 200, "edit {n}: {r:?}");
+        // The writer shows its own change at once.
+        assert_eq!(shown(&a, &page).await?, (200, new_title.into()), "edit {n}");
+        tokio::time::sleep(past_refresh).await;
+        assert_eq!(
+            shown(&b, &page).await?,
+            (200, new_title.into()),
+            "edit {n}, on b"
+        );
+    }
+    // An upload through b: a shows the file within the refresh.
+    b.upload(book, b"not really an epub".to_vec()).await?;
+    tokio::time::sleep(past_refresh).await;
+    let r = a.call("GET", &page, None, None).await?;
+    assert_eq!(r.body["file"]["size_bytes"], 18, "{r:?}");
+    // A removal through b: both answer 404 after the refresh.
+    let r = b.call("DELETE", &page, Some(&b.admin_token), None).await?;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(shown(&b, &page).await?.0, 404);
+    tokio::time::sleep(past_refresh).await;
+    assert_eq!(shown(&a, &page).await?.0, 404);
+    Ok(())
+}

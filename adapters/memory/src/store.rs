@@ -56,6 +56,8 @@ struct State {
     /// domain's upsert rule.
     stats: BTreeMap<AggregateGroup, Vec<Aggregate>>,
     seq: i64,
+    /// Moved by every change of a book or its file ([`BookRepository::revision`]).
+    catalog_revision: u64,
 }
 
 impl State {
@@ -200,6 +202,7 @@ impl BookRepository for MemoryStore {
                 deleted: false,
             },
         );
+        st.catalog_revision += 1;
         Ok(book)
     }
 
@@ -254,6 +257,7 @@ impl BookRepository for MemoryStore {
         b.book.updated_at = at;
         let mut out = b.book.clone();
         out.file = file;
+        st.catalog_revision += 1;
         Ok(out)
     }
 
@@ -266,7 +270,12 @@ impl BookRepository for MemoryStore {
             .ok_or_else(|| Error::not_found("book", id))?;
         b.deleted = true;
         b.book.updated_at = at;
+        st.catalog_revision += 1;
         Ok(())
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        Ok(self.lock().catalog_revision)
     }
 }
 
@@ -302,6 +311,7 @@ impl BookFileStore for MemoryStore {
         };
         st.files
             .insert(book, (info.clone(), Arc::new(upload.bytes)));
+        st.catalog_revision += 1;
         Ok(info)
     }
 

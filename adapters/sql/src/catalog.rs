@@ -15,7 +15,7 @@ use folio_domain::ids::BookId;
 use folio_domain::money::{Currency, Money};
 use folio_domain::ports::{BookFileStore, BookRepository, FileChunks};
 use folio_domain::{Error, Result};
-use sea_orm::sea_query::{Expr, Func, LikeExpr, Query, SimpleExpr};
+use sea_orm::sea_query::{Expr, Func, LikeExpr, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -23,6 +23,7 @@ use sea_orm::{
 
 use crate::entity::{book_file_chunks, book_files, books};
 use crate::error::{corrupt, db_err};
+use crate::migration::CatalogRevision;
 use crate::store::SqlStore;
 use crate::time::{from_ms, to_ms};
 
@@ -74,6 +75,27 @@ fn title_contains(needle: &str) -> SimpleExpr {
         .like(LikeExpr::new(pattern).escape('\\'))
 }
 
+/// Moves the catalog's revision, inside the transaction of the change it stands for.
+async fn bump_revision(conn: &impl ConnectionTrait) -> Result<()> {
+    let bump = Query::insert()
+        .into_table(CatalogRevision::Table)
+        .columns([CatalogRevision::Id, CatalogRevision::Revision])
+        .values_panic([1.into(), 1i64.into()])
+        .on_conflict(
+            OnConflict::column(CatalogRevision::Id)
+                .value(
+                    CatalogRevision::Revision,
+                    Expr::col((CatalogRevision::Table, CatalogRevision::Revision)).add(1),
+                )
+                .to_owned(),
+        )
+        .to_owned();
+    conn.execute(conn.get_database_backend().build(&bump))
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 impl SqlStore {
     async fn live_book(&self, id: BookId) -> Result<Option<Book>> {
         let Some(row) = books::Entity::find_by_id(id.get())
@@ -107,10 +129,11 @@ impl BookRepository for SqlStore {
             updated_at: Set(to_ms(at)),
             deleted_at: Set(None),
             ..Default::default()
-        }
-        .insert(&self.db)
-        .await
-        .map_err(db_err)?;
+        };
+        let txn = self.begin_write(books::Entity).await?;
+        let row = row.insert(&txn).await.map_err(db_err)?;
+        bump_revision(&txn).await?;
+        txn.commit().await.map_err(db_err)?;
         to_book(row, None)
     }
 
@@ -163,6 +186,7 @@ impl BookRepository for SqlStore {
     }
 
     async fn update(&self, id: BookId, draft: BookDraft, at: DateTime<Utc>) -> Result<Book> {
+        let txn = self.begin_write(books::Entity).await?;
         let done = books::Entity::update_many()
             .col_expr(books::Column::Title, Expr::value(draft.title))
             .col_expr(books::Column::Author, Expr::value(draft.author))
@@ -179,29 +203,50 @@ impl BookRepository for SqlStore {
             .col_expr(books::Column::UpdatedAt, Expr::value(to_ms(at)))
             .filter(books::Column::Id.eq(id.get()))
             .filter(live())
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_err)?;
         if done.rows_affected == 0 {
             return Err(Error::not_found("book", id));
         }
+        bump_revision(&txn).await?;
+        txn.commit().await.map_err(db_err)?;
         self.live_book(id)
             .await?
             .ok_or_else(|| Error::not_found("book", id))
     }
 
     async fn delete(&self, id: BookId, at: DateTime<Utc>) -> Result<()> {
+        let txn = self.begin_write(books::Entity).await?;
         let done = books::Entity::update_many()
             .col_expr(books::Column::DeletedAt, Expr::value(to_ms(at)))
             .filter(books::Column::Id.eq(id.get()))
             .filter(live())
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_err)?;
         if done.rows_affected == 0 {
             return Err(Error::not_found("book", id));
         }
+        bump_revision(&txn).await?;
+        txn.commit().await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        let read = Query::select()
+            .column(CatalogRevision::Revision)
+            .from(CatalogRevision::Table)
+            .and_where(Expr::col(CatalogRevision::Id).eq(1))
+            .to_owned();
+        let row = self
+            .db
+            .query_one(self.backend().build(&read))
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(0) };
+        let revision: i64 = row.try_get_by_index(0).map_err(db_err)?;
+        u64::try_from(revision).map_err(|_| corrupt("the catalog revision is negative"))
     }
 }
 
@@ -262,6 +307,7 @@ impl BookFileStore for SqlStore {
             .await
             .map_err(db_err)?;
         }
+        bump_revision(&txn).await?;
         txn.commit().await.map_err(db_err)?;
         Ok(to_file_info(&file))
     }

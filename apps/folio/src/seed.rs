@@ -137,7 +137,11 @@ pub async fn run(
     let start = now - chrono::Duration::from_std(args.history).context("--history")?;
     let clock = Arc::new(ManualClock::new(start));
     let bookstore = Bookstore::new(BookstoreDeps {
-        config: StoreConfig { currency },
+        config: StoreConfig {
+            currency,
+            // Seeding never shows a book page.
+            book_page_refresh: std::time::Duration::ZERO,
+        },
         clock: clock.clone(),
         users: store.clone(),
         books: store.clone(),

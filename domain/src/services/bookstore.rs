@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
@@ -22,11 +23,16 @@ use crate::stats::{
 };
 use crate::{Error, Result};
 
+use super::book_cache::{BookCache, BookCacheStats, DEFAULT_BUDGET_BYTES};
+
 /// Store-wide settings.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
     /// Every price is in this currency, so revenue sums exactly.
     pub currency: Currency,
+    /// How stale a book page may be after a catalog write on another instance
+    /// ([`BookCache`]); zero reads every book page from the database.
+    pub book_page_refresh: Duration,
 }
 
 /// Everything the bookstore's use cases need, chosen by the composition root.
@@ -57,11 +63,24 @@ pub struct Download {
 #[derive(Clone)]
 pub struct Bookstore {
     d: BookstoreDeps,
+    book_pages: Arc<BookCache>,
 }
 
 impl Bookstore {
     pub fn new(deps: BookstoreDeps) -> Self {
-        Bookstore { d: deps }
+        let book_pages = Arc::new(BookCache::new(
+            deps.config.book_page_refresh,
+            DEFAULT_BUDGET_BYTES,
+        ));
+        Bookstore {
+            d: deps,
+            book_pages,
+        }
+    }
+
+    /// The book page cache's counters.
+    pub fn book_cache_stats(&self) -> BookCacheStats {
+        self.book_pages.stats()
     }
 
     pub fn config(&self) -> StoreConfig {
@@ -180,7 +199,11 @@ impl Bookstore {
     /// (full, or its disk failed) the page is still served: a reader's page is worth more
     /// than one view, and the refusal is logged and counted by the spool's metrics.
     pub async fn view_book(&self, id: BookId, viewer: Option<Principal>) -> Result<Book> {
-        let book = self.live_book(id).await?;
+        let book = self
+            .book_pages
+            .get(id, self.d.books.as_ref())
+            .await?
+            .ok_or_else(|| Error::not_found("book", id))?;
         let meta = EventMeta::new(self.d.clock.now());
         let published = self
             .d
@@ -206,17 +229,23 @@ impl Bookstore {
 
     pub async fn create_book(&self, who: Principal, draft: BookDraft) -> Result<Book> {
         who.require_admin()?;
-        self.d.books.create(draft, self.d.clock.now()).await
+        let book = self.d.books.create(draft, self.d.clock.now()).await?;
+        self.book_pages.changed(book.id);
+        Ok(book)
     }
 
     pub async fn update_book(&self, who: Principal, id: BookId, draft: BookDraft) -> Result<Book> {
         who.require_admin()?;
-        self.d.books.update(id, draft, self.d.clock.now()).await
+        let updated = self.d.books.update(id, draft, self.d.clock.now()).await;
+        self.book_pages.changed(id);
+        updated
     }
 
     pub async fn delete_book(&self, who: Principal, id: BookId) -> Result<()> {
         who.require_admin()?;
-        self.d.books.delete(id, self.d.clock.now()).await
+        let deleted = self.d.books.delete(id, self.d.clock.now()).await;
+        self.book_pages.changed(id);
+        deleted
     }
 
     pub async fn upload_file(
@@ -227,7 +256,9 @@ impl Bookstore {
     ) -> Result<BookFileInfo> {
         who.require_admin()?;
         self.live_book(id).await?;
-        self.d.files.put(id, upload).await
+        let stored = self.d.files.put(id, upload).await;
+        self.book_pages.changed(id);
+        stored
     }
 
     // ----- purchases and downloads -----

@@ -74,7 +74,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let clock = Arc::new(ManualClock::new(t0()));
     let s = Arc::new(store.clone());
     let bookstore = Bookstore::new(BookstoreDeps {
-        config: StoreConfig { currency: usd() },
+        config: StoreConfig {
+            currency: usd(),
+            book_page_refresh: folio_domain::services::DEFAULT_BOOK_PAGE_REFRESH,
+        },
         clock: clock.clone(),
         users: s.clone(),
         books: s.clone(),

@@ -9,6 +9,9 @@ use sea_orm_migration::prelude::*;
 
 mod m20260101_000001_initial;
 mod m20260601_000002_stats_rollups;
+mod m20261203_000003_catalog_revision;
+
+pub(crate) use m20261203_000003_catalog_revision::CatalogRevision;
 
 /// folio's migrations, oldest first. Add new ones at the end; never edit an applied one.
 pub struct Migrator;
@@ -19,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20260601_000002_stats_rollups::Migration),
+            Box::new(m20261203_000003_catalog_revision::Migration),
         ]
     }
 }

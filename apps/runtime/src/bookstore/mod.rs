@@ -100,6 +100,12 @@ pub struct BookstoreArgs {
     /// refused and counted; a download answers 503.
     #[arg(long, env = "FOLIO_SPOOL_LIMIT", default_value = "1GiB", value_parser = parse_size)]
     pub spool_limit: u64,
+    /// How stale a book page may be after a catalog change made through another bookstore
+    /// instance: each instance keeps book pages in memory and re-reads the catalog's
+    /// revision at most this often. Changes through this instance show at once. `0s` reads
+    /// every book page from the database.
+    #[arg(long, env = "FOLIO_BOOK_CACHE_REFRESH", default_value = "250ms", value_parser = crate::config::duration)]
+    pub book_cache_refresh: Duration,
 }
 
 /// A size in bytes: a number with an optional unit (`B`, `KB`, `MB`, `GB`, `KiB`, `MiB`,
@@ -321,7 +327,10 @@ impl Starter {
             Payments::Webhook => PaymentMode::Deferred,
         };
         let bookstore = Bookstore::new(BookstoreDeps {
-            config: StoreConfig { currency },
+            config: StoreConfig {
+                currency,
+                book_page_refresh: args.book_cache_refresh,
+            },
             clock: clock.clone(),
             users: store.clone(),
             books: store.clone(),
