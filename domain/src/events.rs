@@ -269,8 +269,14 @@ impl Event {
     }
 
     pub fn encode(&self) -> Vec<u8> {
+        // Room for a view's or a download's record (about 150 bytes) at once, instead of
+        // growing through several reallocations.
+        let mut out = Vec::with_capacity(192);
         // Serializing plain data with derived impls cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
     }
 }
 

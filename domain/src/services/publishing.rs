@@ -19,16 +19,26 @@ pub fn event_record(event: &Event) -> OutgoingRecord {
         key: event.key().into_bytes(),
         value: event.encode(),
         headers: vec![
-            (
-                EVENT_ID_HEADER.into(),
-                event.event_id().to_string().into_bytes(),
-            ),
+            (EVENT_ID_HEADER.into(), event_id_bytes(event)),
             (
                 EVENT_TYPE_HEADER.into(),
                 event.type_name().as_bytes().to_vec(),
             ),
         ],
     }
+}
+
+/// The event id as the header carries it (hyphenated, lower case), in one allocation of
+/// its exact size rather than through the formatter.
+fn event_id_bytes(event: &Event) -> Vec<u8> {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    event
+        .event_id()
+        .0
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .as_bytes()
+        .to_vec()
 }
 
 /// Publishes typed events on a record bus.
