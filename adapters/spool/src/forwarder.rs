@@ -31,6 +31,9 @@ enum Status {
 /// delivered since is delivered again, so this keeps duplicates to a few milliseconds.
 const PERSIST_EVERY: Duration = Duration::from_millis(5);
 
+/// How long the forwarder waits, once woken by a record, before it takes what arrived.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// How long the forwarder sleeps when nothing wakes it, to write the cursor and see a stop.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -141,7 +144,7 @@ pub(crate) async fn run(
         };
         ledger.extend_to(next);
         if ledger.cursor != persisted && persisted_at.elapsed() >= PERSIST_EVERY {
-            persist(&shared, ledger.cursor);
+            persist(&shared, ledger.cursor, false);
             persisted = ledger.cursor;
             persisted_at = Instant::now();
         }
@@ -186,7 +189,12 @@ pub(crate) async fn run(
             let full = in_flight.len() >= cfg.max_in_flight;
             let wait = if full { cfg.stall_after } else { HOUSEKEEPING };
             tokio::select! {
-                _ = shared.wake.notified(), if !full => {}
+                _ = shared.wake.notified(), if !full => {
+                    // Lets the records of a burst gather into one batch: under load the
+                    // forwarder then wakes about once per linger, not once per record
+                    // (the sends meanwhile find no one waiting, which costs no wake-up).
+                    tokio::time::sleep(LINGER).await;
+                }
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     replay |= settle(&shared, &mut ledger, done);
                 }
@@ -262,7 +270,7 @@ pub(crate) async fn run(
             backoff = cfg.min_backoff;
         }
     }
-    persist(&shared, ledger.cursor);
+    persist(&shared, ledger.cursor, true);
 }
 
 /// Applies a delivery's outcome; returns whether anything failed.
@@ -341,8 +349,15 @@ fn read_pending(
 }
 
 /// Writes the cursor down and deletes the segments below it.
-pub(crate) fn persist(shared: &Shared, cursor: u64) {
-    if let Err(e) = shared.lock().journal.release_below(cursor) {
+/// Writes the cursor down, then deletes what lies wholly below it. The file is written
+/// outside the lock `send` takes, so requests never wait on it.
+pub(crate) fn persist(shared: &Shared, cursor: u64, stopping: bool) {
+    let written = {
+        let _one_writer = shared.cursor_file.lock().unwrap_or_else(|p| p.into_inner());
+        crate::journal::write_cursor(&shared.cfg.dir, cursor)
+    };
+    let released = written.and_then(|()| shared.lock().journal.release_below(cursor, stopping));
+    if let Err(e) = released {
         warn!(error = %e, "could not record the spool's cursor");
     }
 }

@@ -20,6 +20,11 @@ use crate::codec::{self, Frame};
 const SUFFIX: &str = ".seg";
 const CURSOR: &str = "cursor";
 
+/// A wholly delivered open segment is replaced by a new file (and deleted) once it holds
+/// this many bytes, or when the spool stops. Below that it stays open: a spool that keeps
+/// up would otherwise create and delete a file at every cursor write.
+const ROTATE_DELIVERED_AT: u64 = 1 << 20;
+
 /// One segment file.
 #[derive(Debug, Clone)]
 pub(crate) struct Segment {
@@ -173,14 +178,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Records that every position below `cursor` was delivered: writes the cursor file and
-    /// deletes the segments wholly below it (starting a new one if the open one is).
-    pub fn release_below(&mut self, cursor: u64) -> io::Result<()> {
-        write_cursor(&self.dir, cursor)?;
-        let open_done = self
-            .segments
-            .back()
-            .is_some_and(|s| s.count > 0 && s.end() <= cursor);
+    /// Deletes the segments wholly below `cursor`, once [`write_cursor`] has recorded it.
+    /// The open segment goes too (a new one is begun) when it is wholly delivered and
+    /// either `stopping` or at least [`ROTATE_DELIVERED_AT`] bytes long.
+    pub fn release_below(&mut self, cursor: u64, stopping: bool) -> io::Result<()> {
+        let open_done = self.segments.back().is_some_and(|s| {
+            s.count > 0 && s.end() <= cursor && (stopping || s.bytes >= ROTATE_DELIVERED_AT)
+        });
         if open_done {
             self.rotate()?;
         }
@@ -225,7 +229,9 @@ fn new_segment(dir: &Path, first: u64) -> io::Result<Segment> {
     })
 }
 
-fn write_cursor(dir: &Path, cursor: u64) -> io::Result<()> {
+/// Records that every position below `cursor` was delivered. One writer at a time (the
+/// publisher serializes them): two writers of the same temporary file could mix digits.
+pub(crate) fn write_cursor(dir: &Path, cursor: u64) -> io::Result<()> {
     let tmp = dir.join("cursor.tmp");
     fs::write(&tmp, cursor.to_string())?;
     fs::rename(tmp, dir.join(CURSOR))

@@ -148,6 +148,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Serializes writes of the cursor file (the forwarder's, and `close`'s).
+    cursor_file: Mutex<()>,
     cfg: SpoolConfig,
     counters: Counters,
     /// Wakes the forwarder: a record arrived, or a stop.
@@ -196,6 +198,7 @@ impl SpoolingPublisher {
                 memory_on: !leftover,
                 stopping: false,
             }),
+            cursor_file: Mutex::new(()),
             cfg,
             counters: Counters::default(),
             wake: Notify::new(),
@@ -252,7 +255,7 @@ impl SpoolingPublisher {
             }
         }
         let cursor = self.shared.counters.cursor.load(Ordering::Acquire);
-        forwarder::persist(&self.shared, cursor);
+        forwarder::persist(&self.shared, cursor, true);
         let st = self.shared.lock();
         if let Err(e) = st.journal.sync() {
             warn!(error = %e, "could not sync the spool to disk");
