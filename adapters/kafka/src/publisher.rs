@@ -13,7 +13,7 @@
 //! handed back rather than dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -97,8 +97,36 @@ impl Tracker {
     }
 }
 
-/// One sender per partition of a topic, indexed by partition.
-type Lanes = Arc<Vec<mpsc::UnboundedSender<LaneMsg>>>;
+/// The sending side of one partition's lane.
+struct Lane {
+    tx: mpsc::UnboundedSender<LaneMsg>,
+    /// Bytes sent down the lane and not yet taken into a batch.
+    queued: AtomicUsize,
+    /// Cuts the lane's linger short: a batch's worth is queued, or a flush is.
+    hurry: Notify,
+}
+
+impl Lane {
+    fn send(&self, m: LaneMsg, max_batch_bytes: usize) -> std::result::Result<(), ()> {
+        let (size, flush) = match &m {
+            LaneMsg::Record(_, size, _) => (*size, false),
+            LaneMsg::Flush(_) => (0, true),
+        };
+        // Counted before it is queued, so the lane never takes more than was counted.
+        let before = self.queued.fetch_add(size, Ordering::AcqRel);
+        if self.tx.send(m).is_err() {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(());
+        }
+        if flush || (before < max_batch_bytes && before + size >= max_batch_bytes) {
+            self.hurry.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// One lane per partition of a topic, indexed by partition.
+type Lanes = Arc<Vec<Arc<Lane>>>;
 
 /// A topic's lanes, and when its partition count was last asked.
 struct TopicLanes {
@@ -196,15 +224,21 @@ impl KafkaPublisher {
         Ok(senders)
     }
 
-    fn start_lane(&self, name: &str, partition: i32) -> mpsc::UnboundedSender<LaneMsg> {
+    fn start_lane(&self, name: &str, partition: i32) -> Arc<Lane> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane {
+            tx,
+            queued: AtomicUsize::new(0),
+            hurry: Notify::new(),
+        });
         tokio::spawn(run_lane(
             self.shared.clone(),
             name.to_string(),
             partition,
+            lane.clone(),
             rx,
         ));
-        tx
+        lane
     }
 
     /// Asks the brokers for the partition counts of the topics this publisher uses, and
@@ -250,10 +284,14 @@ impl KafkaPublisher {
         track: Option<(Arc<Tracker>, usize)>,
     ) -> Result<()> {
         let deadline = self.shared.cluster.cfg.send_deadline;
-        let permit = tokio::time::timeout(deadline, self.shared.permits.acquire())
-            .await
-            .map_err(|_| unavailable(format!("publish buffer full for {deadline:?}")))?
-            .map_err(|_| Error::Internal("kafka publisher closed".into()))?;
+        // A permit at hand needs no timer; only a spent budget waits, up to the deadline.
+        let permit = match self.shared.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(deadline, self.shared.permits.acquire())
+                .await
+                .map_err(|_| unavailable(format!("publish buffer full for {deadline:?}")))?
+                .map_err(|_| Error::Internal("kafka publisher closed".into()))?,
+        };
         let lanes = self.lanes_of(record.topic).await?;
         let p = partition_for_key(&record.key, lanes.len() as i32);
         let size = record.key.len()
@@ -272,8 +310,11 @@ impl KafkaPublisher {
         let lane = lanes
             .get(p as usize)
             .ok_or_else(|| Error::Internal(format!("no lane for partition {p}")))?;
-        lane.send(LaneMsg::Record(rs, size, track))
-            .map_err(|_| Error::Internal("kafka publisher lane stopped".into()))?;
+        lane.send(
+            LaneMsg::Record(rs, size, track),
+            self.shared.cluster.cfg.max_batch_bytes,
+        )
+        .map_err(|_| Error::Internal("kafka publisher lane stopped".into()))?;
         // The lane returns the permit once the record is acknowledged or has failed.
         permit.forget();
         self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -318,7 +359,10 @@ impl RecordPublisher for KafkaPublisher {
         for lanes in &all {
             for lane in lanes.iter() {
                 let (tx, rx) = oneshot::channel();
-                if lane.send(LaneMsg::Flush(tx)).is_ok() {
+                if lane
+                    .send(LaneMsg::Flush(tx), self.shared.cluster.cfg.max_batch_bytes)
+                    .is_ok()
+                {
                     waits.push(rx);
                 }
             }
@@ -341,10 +385,15 @@ impl RecordPublisher for KafkaPublisher {
 
 /// One partition's lane: gathers a batch, produces it, repeats. Ends when the publisher
 /// (every sender) is gone and the channel is drained.
+///
+/// While it gathers it sleeps out the linger instead of waking for every record: senders
+/// only queue, and wake it early when a batch's worth is queued or a flush is
+/// ([`Lane::send`]). So a busy lane wakes about once per batch, not once per record.
 async fn run_lane(
     shared: Arc<Shared>,
     topic: String,
     partition: i32,
+    lane: Arc<Lane>,
     mut rx: mpsc::UnboundedReceiver<LaneMsg>,
 ) {
     let cfg = shared.cluster.cfg.clone();
@@ -353,37 +402,33 @@ async fn run_lane(
     let mut tracks: Vec<Option<(Arc<Tracker>, usize)>> = Vec::new();
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut bytes = take(first, &mut batch, &mut tracks, &mut waiters);
+        let mut bytes = take(first, &lane, &mut batch, &mut tracks, &mut waiters);
         let until = Instant::now() + cfg.linger;
         let mut closed = false;
         // Gather: whatever is queued now, then more until linger ends, the batch is full,
         // or someone flushes.
         loop {
-            let full = bytes >= cfg.max_batch_bytes;
-            if full {
+            while bytes < cfg.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(m) => bytes += take(m, &lane, &mut batch, &mut tracks, &mut waiters),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            let done = closed
+                || bytes >= cfg.max_batch_bytes
+                || !waiters.is_empty()
+                || batch.is_empty()
+                || Instant::now() >= until;
+            if done {
                 break;
             }
-            match rx.try_recv() {
-                Ok(m) => {
-                    bytes += take(m, &mut batch, &mut tracks, &mut waiters);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            if !waiters.is_empty() || batch.is_empty() {
-                break;
-            }
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(m)) => bytes += take(m, &mut batch, &mut tracks, &mut waiters),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
-                Err(_) => break,
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = lane.hurry.notified() => {}
             }
         }
         if !batch.is_empty() {
@@ -434,12 +479,14 @@ async fn run_lane(
 /// Adds a message to the batch being gathered; returns the bytes it adds.
 fn take(
     m: LaneMsg,
+    lane: &Lane,
     batch: &mut Vec<RsRecord>,
     tracks: &mut Vec<Option<(Arc<Tracker>, usize)>>,
     waiters: &mut Vec<oneshot::Sender<()>>,
 ) -> usize {
     match m {
         LaneMsg::Record(r, size, track) => {
+            lane.queued.fetch_sub(size, Ordering::AcqRel);
             batch.push(r);
             tracks.push(track);
             // Per-record framing overhead, roughly.
