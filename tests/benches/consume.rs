@@ -16,6 +16,13 @@
 //! (KIP-848), fetching, decoding every record and folding it into per-partition windows as
 //! the analytics worker does. Both rates are from the first record to the last, without
 //! the group join: the tool's `fetch.nMsg.sec`, and folio's clock around its batches.
+//!
+//! CPU time per event is each one's own process's, in the same rounds: folio's from
+//! `/proc/self/stat` around its read (nothing else runs in this process then), the tool's
+//! from its JVM, a child this process waits for (`cutime + cstime`, its start-up
+//! included). Then the curve: the same backlog in topics of `FOLIO_BENCH_PARTITIONS`
+//! partitions (default 1,3,6; three is the main comparison's), one round of each. The last
+//! line, `BENCH consume ...`, is what `scripts/bench` collects.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,7 +35,7 @@ use folio_domain::ports::{ConsumerEvent, MessageBus, OutgoingRecord};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaBus;
 
-use folio_tests::bench::{best, load_average, setup};
+use folio_tests::bench::{best, cpu_now, load_average, setup, summary};
 use folio_tests::kafka_env::KafkaEnv;
 
 #[tokio::main]
@@ -39,38 +46,117 @@ async fn main() -> anyhow::Result<()> {
     let topic = cfg.topic_name(Topic::BookViews);
     let bus = KafkaBus::connect(cfg.clone()).await?;
     bus.client().ensure_topics(&[Topic::BookViews]).await?;
+    let partitions = cfg.partitions_of(Topic::BookViews);
 
     let bytes = fill(&bus, n).await?;
     println!(
-        "backlog: {n} book_viewed events, {:.0} bytes of value on average, in {topic} ({} partitions); load average {}",
+        "backlog: {n} book_viewed events, {:.0} bytes of value on average, in {topic} ({partitions} partitions); load average {}",
         bytes as f64 / n as f64,
-        Topic::BookViews.partitions(),
         load_average()
     );
     let mut folio = Vec::new();
     let mut tool = Vec::new();
+    let (mut folio_cpu, mut tool_cpu) = (0.0, 0.0);
     for round in 1..=rounds {
-        let rate = consume_with_folio(&bus, &format!("folio-{round}"), n).await?;
-        println!("round {round}: folio fetch + decode + aggregate {rate:>10.0} events/s");
+        let (rate, cpu) = folio_round(&bus, &format!("folio-{round}"), n).await?;
+        println!(
+            "round {round}: folio fetch + decode + aggregate {rate:>10.0} events/s, {:.2} µs CPU per event",
+            cpu * 1e6 / n as f64
+        );
         folio.push(rate);
-        let rate = consumer_perf_test(
+        folio_cpu += cpu;
+        let (rate, cpu) = tool_round(
             &run.env,
             &topic,
             &format!("{}tool-{round}", cfg.group_prefix),
             n,
         )
         .await?;
-        println!("round {round}: kafka-consumer-perf-test (fetch)  {rate:>10.0} records/s");
+        println!(
+            "round {round}: kafka-consumer-perf-test (fetch)  {rate:>10.0} records/s, {:.2} µs CPU per record",
+            cpu * 1e6 / n as f64
+        );
         tool.push(rate);
+        tool_cpu += cpu;
     }
+    let per_event = |cpu: f64| cpu * 1e6 / (n * rounds) as f64;
+    let (folio_us, tool_us) = (per_event(folio_cpu), per_event(tool_cpu));
     println!(
-        "best of {rounds}: folio {:.0} events/s, kafka-consumer-perf-test {:.0} records/s; folio / tool = {:.2}; load average {}",
+        "best of {rounds}: folio {:.0} events/s, kafka-consumer-perf-test {:.0} records/s; folio / tool = {:.2}; CPU per event folio {folio_us:.2} µs, tool {tool_us:.2} µs; load average {}",
         best(&folio),
         best(&tool),
         best(&folio) / best(&tool),
         load_average()
     );
+
+    // The curve: ingest rate against partitions, one round each beside the tool.
+    let mut curve = Vec::new();
+    for p in partition_counts() {
+        let (f, t) = if p == partitions {
+            (best(&folio), best(&tool))
+        } else {
+            let mut cfg = run.env.config(&format!("bench-consume-p{p}"));
+            cfg.partitions.insert(Topic::BookViews, p);
+            let bus = KafkaBus::connect(cfg.clone()).await?;
+            bus.client().ensure_topics(&[Topic::BookViews]).await?;
+            fill(&bus, n).await?;
+            let topic = cfg.topic_name(Topic::BookViews);
+            let (f, _) = folio_round(&bus, "folio", n).await?;
+            let (t, _) =
+                tool_round(&run.env, &topic, &format!("{}tool", cfg.group_prefix), n).await?;
+            (f, t)
+        };
+        println!(
+            "{p} partition(s): folio {f:>10.0} events/s, kafka-consumer-perf-test {t:>10.0} records/s, folio / tool = {:.2}",
+            f / t
+        );
+        curve.push((format!("p{p}_rate"), format!("{f:.0}")));
+        curve.push((format!("p{p}_ratio"), format!("{:.2}", f / t)));
+    }
+    let mut figures = vec![
+        ("records", n.to_string()),
+        ("rounds", rounds.to_string()),
+        ("partitions", partitions.to_string()),
+        ("folio_eps", format!("{:.0}", best(&folio))),
+        ("tool_rps", format!("{:.0}", best(&tool))),
+        ("ratio", format!("{:.2}", best(&folio) / best(&tool))),
+        ("folio_cpu_us", format!("{folio_us:.2}")),
+        ("tool_cpu_us", format!("{tool_us:.2}")),
+        ("cpu_ratio", format!("{:.2}", folio_us / tool_us)),
+    ];
+    figures.extend(curve.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    println!("load average {}", load_average());
+    summary("consume", &figures);
     Ok(())
+}
+
+/// `FOLIO_BENCH_PARTITIONS`: the partition counts of the curve (default 1,3,6).
+fn partition_counts() -> Vec<i32> {
+    std::env::var("FOLIO_BENCH_PARTITIONS")
+        .unwrap_or_else(|_| "1,3,6".into())
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .filter(|&p| p > 0)
+        .collect()
+}
+
+/// One folio read of the backlog: events per second, and this process's CPU seconds.
+async fn folio_round(bus: &KafkaBus, group: &str, n: usize) -> anyhow::Result<(f64, f64)> {
+    let before = cpu_now();
+    let rate = consume_with_folio(bus, group, n).await?;
+    Ok((rate, (cpu_now() - before).own))
+}
+
+/// One run of the tool: its rate, and its process's CPU seconds.
+async fn tool_round(
+    env: &KafkaEnv,
+    topic: &str,
+    group: &str,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let before = cpu_now();
+    let rate = consumer_perf_test(env, topic, group, n).await?;
+    Ok((rate, (cpu_now() - before).children))
 }
 
 /// Publishes the backlog; returns the bytes of value written.

@@ -16,6 +16,7 @@
 //! Kafka variant sends it to a fresh `book.views` topic, and after the round the
 //! partitions' high watermarks must have grown by exactly the views answered 200, so the
 //! figure cannot come from records silently lost. Client and server share the machine.
+//! The last line, `BENCH http_view ...`, is what `scripts/bench` collects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use folio_domain::Result as DomainResult;
 use folio_kafka::KafkaBus;
 use folio_memory::MemoryBus;
 use folio_tests::app::{spawn_app_with, AppOptions};
-use folio_tests::bench::{env_or, load_average, setup};
+use folio_tests::bench::{env_or, load_average, setup, summary};
 
 /// The in-process bus, except that records published to it are dropped.
 struct NullBus(MemoryBus);
@@ -198,6 +199,14 @@ async fn main() -> anyhow::Result<()> {
         "best of {rounds}: null {best_null:.0} views/s, kafka {best_kafka:.0} views/s; kafka / null = {:.2}; load average {}",
         best_kafka / best_null,
         load_average()
+    );
+    summary(
+        "http_view",
+        &[
+            ("null_vps", format!("{best_null:.0}")),
+            ("kafka_vps", format!("{best_kafka:.0}")),
+            ("ratio", format!("{:.2}", best_kafka / best_null)),
+        ],
     );
     Ok(())
 }

@@ -14,6 +14,13 @@
 //! sends: a book id as key (200 books) and its two headers (`event_id`, `type`); the tool's
 //! have no key and no headers. folio's time runs from the first send to the end of the
 //! flush that waits for every acknowledgement; the tool reports its own.
+//!
+//! CPU time per record comes from each one's own process, in the same rounds: folio's from
+//! this process's `/proc/self/stat` around its rounds (its publisher is all that runs
+//! here then), the tool's from the JVM it runs as, a child this process waits for
+//! (`cutime + cstime`). The tool's includes its JVM's start-up, so one run of
+//! `STARTUP_RECORDS` records is also timed and its CPU reported, to read that share off.
+//! The last line, `BENCH publish ...`, is what `scripts/bench` collects.
 
 use std::time::Instant;
 
@@ -21,10 +28,12 @@ use folio_domain::ports::{OutgoingRecord, RecordPublisher};
 use folio_domain::topics::Topic;
 use folio_kafka::KafkaClient;
 
-use folio_tests::bench::{best, load_average, setup};
+use folio_tests::bench::{best, cpu_now, load_average, setup, summary};
 use folio_tests::kafka_env::KafkaEnv;
 
 const VALUE_BYTES: usize = 150;
+/// Records of the tool's run that measures its start-up.
+const STARTUP_RECORDS: usize = 1000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -42,14 +51,33 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut folio = Vec::new();
     let mut tool = Vec::new();
+    let (mut folio_cpu, mut tool_cpu) = (0.0, 0.0);
     for round in 1..=rounds {
+        let before = cpu_now();
         let rate = publish_with_folio(&client, n).await?;
-        println!("round {round}: folio publisher        {rate:>10.0} records/s");
+        let cpu = (cpu_now() - before).own;
+        folio_cpu += cpu;
+        println!(
+            "round {round}: folio publisher        {rate:>10.0} records/s, {:.2} µs CPU per record",
+            cpu * 1e6 / n as f64
+        );
         folio.push(rate);
+        let before = cpu_now();
         let rate = producer_perf_test(&run.env, &topic, n).await?;
-        println!("round {round}: kafka-producer-perf-test {rate:>10.0} records/s");
+        let cpu = (cpu_now() - before).children;
+        tool_cpu += cpu;
+        println!(
+            "round {round}: kafka-producer-perf-test {rate:>10.0} records/s, {:.2} µs CPU per record",
+            cpu * 1e6 / n as f64
+        );
         tool.push(rate);
     }
+    let before = cpu_now();
+    producer_perf_test(&run.env, &topic, STARTUP_RECORDS).await?;
+    let startup = (cpu_now() - before).children;
+    let per_record = |cpu: f64| cpu * 1e6 / (n * rounds) as f64;
+    let (folio_us, tool_us) = (per_record(folio_cpu), per_record(tool_cpu));
+    let tool_net_us = per_record((tool_cpu - startup * rounds as f64).max(0.0));
     println!(
         "best of {rounds}: folio {:.0} records/s ({:.1} MB/s of values), kafka-producer-perf-test {:.0} records/s; folio / tool = {:.2}; load average {}",
         best(&folio),
@@ -57,6 +85,25 @@ async fn main() -> anyhow::Result<()> {
         best(&tool),
         best(&folio) / best(&tool),
         load_average()
+    );
+    println!(
+        "CPU per record over all rounds: folio {folio_us:.2} µs, tool {tool_us:.2} µs ({tool_net_us:.2} µs without its JVM's start-up, {startup:.2} s for a {STARTUP_RECORDS}-record run); folio / tool = {:.2}",
+        folio_us / tool_us
+    );
+    summary(
+        "publish",
+        &[
+            ("records", n.to_string()),
+            ("rounds", rounds.to_string()),
+            ("folio_rps", format!("{:.0}", best(&folio))),
+            ("tool_rps", format!("{:.0}", best(&tool))),
+            ("ratio", format!("{:.2}", best(&folio) / best(&tool))),
+            ("folio_cpu_us", format!("{folio_us:.2}")),
+            ("tool_cpu_us", format!("{tool_us:.2}")),
+            ("tool_cpu_us_net", format!("{tool_net_us:.2}")),
+            ("cpu_ratio", format!("{:.2}", folio_us / tool_us)),
+            ("cpu_ratio_net", format!("{:.2}", folio_us / tool_net_us)),
+        ],
     );
     Ok(())
 }

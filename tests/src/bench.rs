@@ -49,3 +49,57 @@ pub fn load_average() -> String {
 pub fn best(rates: &[f64]) -> f64 {
     rates.iter().copied().fold(0.0, f64::max)
 }
+
+/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux's ABI).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user + system, seconds) from a `/proc/<pid>/stat`: the process's own, and that
+/// of its children it has waited for. `None` when the file cannot be read (not Linux, or
+/// the process is gone).
+pub fn cpu_of(pid: &str) -> Option<CpuTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3, so utime
+    // (14), stime (15), cutime (16) and cstime (17) are at 11 to 14 from here.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.len() == 4).then(|| CpuTime {
+        own: (f[0] + f[1]) / TICKS_PER_SECOND,
+        children: (f[2] + f[3]) / TICKS_PER_SECOND,
+    })
+}
+
+/// This process's CPU time so far ([`cpu_of`] of itself; zero where it cannot be read).
+pub fn cpu_now() -> CpuTime {
+    cpu_of("self").unwrap_or_default()
+}
+
+/// CPU seconds, user plus system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// The process's own threads.
+    pub own: f64,
+    /// Its children that have ended and been waited for (Kafka's tools, for example).
+    pub children: f64,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            own: self.own - earlier.own,
+            children: self.children - earlier.children,
+        }
+    }
+}
+
+/// Prints the machine-readable last line `scripts/bench` collects into its table:
+/// `BENCH <name> key=value ...`.
+pub fn summary(name: &str, figures: &[(&str, String)]) {
+    let pairs: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("BENCH {name} {}", pairs.join(" "));
+}
