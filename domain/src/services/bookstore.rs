@@ -23,7 +23,12 @@ use crate::stats::{
 };
 use crate::{Error, Result};
 
-use super::book_cache::{BookCache, BookCacheStats, DEFAULT_BUDGET_BYTES};
+use super::book_cache::{BookCache, DEFAULT_BUDGET_BYTES};
+
+/// A live book, or the one answer for a book that is not there.
+fn found(id: BookId, book: Option<Book>) -> Result<Book> {
+    book.ok_or_else(|| Error::not_found("book", id))
+}
 
 /// Store-wide settings.
 #[derive(Debug, Clone, Copy)]
@@ -76,11 +81,6 @@ impl Bookstore {
             d: deps,
             book_pages,
         }
-    }
-
-    /// The book page cache's counters.
-    pub fn book_cache_stats(&self) -> BookCacheStats {
-        self.book_pages.stats()
     }
 
     pub fn config(&self) -> StoreConfig {
@@ -187,11 +187,7 @@ impl Bookstore {
     }
 
     async fn live_book(&self, id: BookId) -> Result<Book> {
-        self.d
-            .books
-            .get(id)
-            .await?
-            .ok_or_else(|| Error::not_found("book", id))
+        found(id, self.d.books.get(id).await?)
     }
 
     /// Shows a book and emits a view (anonymous when there is no viewer). The publisher
@@ -199,11 +195,7 @@ impl Bookstore {
     /// (full, or its disk failed) the page is still served: a reader's page is worth more
     /// than one view, and the refusal is logged and counted by the spool's metrics.
     pub async fn view_book(&self, id: BookId, viewer: Option<Principal>) -> Result<Book> {
-        let book = self
-            .book_pages
-            .get(id, self.d.books.as_ref())
-            .await?
-            .ok_or_else(|| Error::not_found("book", id))?;
+        let book = found(id, self.book_pages.get(id, self.d.books.as_ref()).await?)?;
         let meta = EventMeta::new(self.d.clock.now());
         let published = self
             .d
