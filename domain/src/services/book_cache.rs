@@ -29,8 +29,9 @@
 //! the database, so money and access never depend on a cached row.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -60,6 +61,39 @@ pub struct BookCacheStats {
     pub bytes: usize,
 }
 
+/// A book as its page serves it: shared between the cache and the views it answers, with
+/// one slot for the page's rendering (the HTTP adapter's JSON), made by the first view that
+/// needs it. A cached book is renewed, never changed, so a rendering is as fresh as the
+/// book it is kept beside.
+#[derive(Debug)]
+pub struct ServedBook {
+    book: Book,
+    rendered: OnceLock<Box<[u8]>>,
+}
+
+impl ServedBook {
+    pub fn new(book: Book) -> Self {
+        ServedBook {
+            book,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The book rendered by `render`, once for as long as this book is served.
+    pub fn rendered(&self, render: impl FnOnce(&Book) -> Vec<u8>) -> &[u8] {
+        self.rendered
+            .get_or_init(|| render(&self.book).into_boxed_slice())
+    }
+}
+
+impl Deref for ServedBook {
+    type Target = Book;
+
+    fn deref(&self) -> &Book {
+        &self.book
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Moves on every change seen; fills of an older generation are not stored.
@@ -68,13 +102,13 @@ struct State {
     /// (the instant the confirming read began).
     revision: Option<u64>,
     confirmed_at: Option<Instant>,
-    books: HashMap<BookId, Book>,
+    books: HashMap<BookId, Arc<ServedBook>>,
     bytes: usize,
     stats: BookCacheStats,
 }
 
 enum Lookup {
-    Hit(Book),
+    Hit(Arc<ServedBook>),
     /// Not held; a fill may be kept if the generation is still this one.
     Miss(u64),
     /// The revision was not confirmed within `refresh`.
@@ -118,9 +152,13 @@ impl BookCache {
     }
 
     /// A live book, from memory when the rule allows, else from `books` (and kept).
-    pub async fn get(&self, id: BookId, books: &dyn BookRepository) -> Result<Option<Book>> {
+    pub async fn get(
+        &self,
+        id: BookId,
+        books: &dyn BookRepository,
+    ) -> Result<Option<Arc<ServedBook>>> {
         if !self.enabled() {
-            return books.get(id).await;
+            return Ok(books.get(id).await?.map(|b| Arc::new(ServedBook::new(b))));
         }
         let now = Instant::now();
         let mut looked = self.lookup(id, now);
@@ -132,12 +170,12 @@ impl BookCache {
             Lookup::Miss(generation) => Some(generation),
             Lookup::Stale => None,
         };
-        let book = books.get(id).await?;
+        let book = books.get(id).await?.map(|b| Arc::new(ServedBook::new(b)));
         let mut st = self.lock();
         st.stats.misses += 1;
         if let (Some(book), Some(g)) = (&book, generation) {
             if st.generation == g && self.fresh(&st, Instant::now()) {
-                self.store(&mut st, book.clone());
+                self.store(&mut st, Arc::clone(book));
             }
         }
         Ok(book)
@@ -214,7 +252,7 @@ impl BookCache {
         st.bytes = 0;
     }
 
-    fn store(&self, st: &mut State, book: Book) {
+    fn store(&self, st: &mut State, book: Arc<ServedBook>) {
         let size = estimate(&book);
         if size > self.budget_bytes {
             return;
@@ -234,13 +272,15 @@ impl BookCache {
     }
 }
 
-/// What a cached book holds in memory, roughly: its text and a fixed overhead.
+/// What a cached book holds in memory, roughly: its text twice (the book and its
+/// rendering) and a fixed overhead.
 fn estimate(book: &Book) -> usize {
     let file = book
         .file
         .as_ref()
         .map_or(0, |f| f.file_name.len() + f.content_type.len());
-    256 + book.title.len() + book.author.len() + book.genre.len() + book.description.len() + file
+    512 + 2
+        * (book.title.len() + book.author.len() + book.genre.len() + book.description.len() + file)
 }
 
 #[cfg(test)]

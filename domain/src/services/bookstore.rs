@@ -23,10 +23,10 @@ use crate::stats::{
 };
 use crate::{Error, Result};
 
-use super::book_cache::{BookCache, DEFAULT_BUDGET_BYTES};
+use super::book_cache::{BookCache, ServedBook, DEFAULT_BUDGET_BYTES};
 
 /// A live book, or the one answer for a book that is not there.
-fn found(id: BookId, book: Option<Book>) -> Result<Book> {
+fn found<B>(id: BookId, book: Option<B>) -> Result<B> {
     book.ok_or_else(|| Error::not_found("book", id))
 }
 
@@ -194,7 +194,13 @@ impl Bookstore {
     /// only spools the view (it never waits for the broker). When the spool refuses it
     /// (full, or its disk failed) the page is still served: a reader's page is worth more
     /// than one view, and the refusal is logged and counted by the spool's metrics.
-    pub async fn view_book(&self, id: BookId, viewer: Option<Principal>) -> Result<Book> {
+    ///
+    /// The book comes shared with the page cache ([`ServedBook`]), so a view copies nothing.
+    pub async fn view_book(
+        &self,
+        id: BookId,
+        viewer: Option<Principal>,
+    ) -> Result<Arc<ServedBook>> {
         let book = found(id, self.book_pages.get(id, self.d.books.as_ref()).await?)?;
         let meta = EventMeta::new(self.d.clock.now());
         let published = self

@@ -14,7 +14,9 @@ mod ingest;
 mod publishing;
 mod relay;
 
-pub use book_cache::{BookCache, BookCacheStats, DEFAULT_REFRESH as DEFAULT_BOOK_PAGE_REFRESH};
+pub use book_cache::{
+    BookCache, BookCacheStats, ServedBook, DEFAULT_REFRESH as DEFAULT_BOOK_PAGE_REFRESH,
+};
 pub use bookstore::{Bookstore, BookstoreDeps, Download, StoreConfig};
 pub use ingest::{IngestStats, StatsIngest};
 pub use publishing::{event_record, BusEventPublisher, EVENT_ID_HEADER, EVENT_TYPE_HEADER};

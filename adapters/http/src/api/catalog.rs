@@ -1,5 +1,6 @@
 //! `/books`: the catalog. Reading is open to everyone; changing it needs ADMIN.
 
+use bytes::Bytes;
 use folio_domain::catalog::{BookDraft, BookFileUpload, BookFilter, PageRequest};
 use folio_domain::services::Bookstore;
 use poem::web::Data;
@@ -9,6 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::models::{BookPage, BookRequest, BookResponse, FileInfoResponse};
+use super::rendered::Rendered;
 use super::{
     book_id, check_content_length, read_limited, ApiTags, BearerAuth, JsonBody, MaybeAuth, RawBody,
 };
@@ -114,9 +116,10 @@ impl CatalogApi {
         store: Data<&Bookstore>,
         auth: MaybeAuth,
         #[oai(validator(minimum(value = "1")))] id: Path<i64>,
-    ) -> Answer<Json<BookResponse>, GetBook> {
+    ) -> Answer<Rendered<BookResponse>, GetBook> {
         let book = store.view_book(book_id(id.0)?, auth.0).await?;
-        Ok(Json(book.into()))
+        let json = book.rendered(|b| Rendered::render(&BookResponse::from(b.clone())));
+        Ok(Rendered::new(Bytes::copy_from_slice(json)))
     }
 
     /// Add a book (ADMIN)

@@ -28,6 +28,7 @@ mod commerce;
 mod feedback;
 mod index;
 pub mod models;
+mod rendered;
 
 pub use accounts::AccountsApi;
 pub use admin::{
