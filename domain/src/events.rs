@@ -6,7 +6,7 @@
 //! so the schema in `openapi/` is generated from these types and checked by a test.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::{BookId, EventId, PurchaseId, ReviewId, UserId};
 use crate::money::Money;
@@ -29,8 +29,10 @@ impl EventMeta {
     }
 }
 
-/// A user action, as it travels on the bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A user action, as it travels on the bus. It is read through [`Wire`], not serde's
+/// internally tagged form: that one buffers every record into a tree before reading it,
+/// which was a fifth of the analytics' time per event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A book page was viewed. Anonymous views have no user and still count as views.
@@ -86,6 +88,101 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         old_rating: Option<u8>,
     },
+}
+
+/// The `type` tag.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    BookViewed,
+    BookDownloaded,
+    BookPurchased,
+    BookReviewed,
+    BookRated,
+}
+
+/// Every field of every event, read in one pass; [`Wire::into_event`] then takes the
+/// fields the `type` needs. Fields no event of that type has are ignored (as unknown
+/// fields are), but must still be of their field's type.
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(rename = "type")]
+    kind: Kind,
+    event_id: EventId,
+    #[serde(with = "rfc3339")]
+    occurred_at: DateTime<Utc>,
+    book_id: BookId,
+    user_id: Option<UserId>,
+    purchase_id: Option<PurchaseId>,
+    price: Option<Money>,
+    review_id: Option<ReviewId>,
+    length: Option<u32>,
+    old_length: Option<u32>,
+    rating: Option<u8>,
+    old_rating: Option<u8>,
+}
+
+fn needs<T>(field: Option<T>, name: &str) -> Result<T, String> {
+    field.ok_or_else(|| format!("missing field `{name}`"))
+}
+
+impl Wire {
+    fn into_event(self) -> Result<Event, String> {
+        let Wire {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            ..
+        } = self;
+        Ok(match self.kind {
+            Kind::BookViewed => Event::BookViewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+            },
+            Kind::BookDownloaded => Event::BookDownloaded {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: needs(user_id, "user_id")?,
+            },
+            Kind::BookPurchased => Event::BookPurchased {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: needs(user_id, "user_id")?,
+                purchase_id: needs(self.purchase_id, "purchase_id")?,
+                price: needs(self.price, "price")?,
+            },
+            Kind::BookReviewed => Event::BookReviewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: needs(user_id, "user_id")?,
+                review_id: needs(self.review_id, "review_id")?,
+                length: needs(self.length, "length")?,
+                old_length: self.old_length,
+            },
+            Kind::BookRated => Event::BookRated {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: needs(user_id, "user_id")?,
+                rating: needs(self.rating, "rating")?,
+                old_rating: self.old_rating,
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Wire::deserialize(d)?
+            .into_event()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Event {
@@ -351,5 +448,103 @@ mod tests {
         assert!(err.contains("outside 1..=5"), "{err}");
         let unknown = r#"{"type":"book_burned","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T12:00:00Z","book_id":1}"#;
         assert!(Event::decode(unknown.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn every_event_round_trips_and_each_type_needs_its_own_fields() {
+        let meta = EventMeta::new(at());
+        let (event_id, occurred_at, book_id, user_id) = (meta.event_id, at(), BookId(5), UserId(9));
+        let events = [
+            Event::BookViewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: Some(user_id),
+            },
+            Event::BookViewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id: None,
+            },
+            Event::BookDownloaded {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+            },
+            Event::BookPurchased {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+                purchase_id: PurchaseId(3),
+                price: Money::new(250, Currency::parse("EUR").expect("valid")),
+            },
+            Event::BookReviewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+                review_id: ReviewId(4),
+                length: 120,
+                old_length: Some(80),
+            },
+            Event::BookReviewed {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+                review_id: ReviewId(4),
+                length: 120,
+                old_length: None,
+            },
+            Event::BookRated {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+                rating: 4,
+                old_rating: Some(2),
+            },
+            Event::BookRated {
+                event_id,
+                occurred_at,
+                book_id,
+                user_id,
+                rating: 4,
+                old_rating: None,
+            },
+        ];
+        for e in &events {
+            assert_eq!(&Event::decode(&e.encode()).expect("decodes"), e);
+        }
+        // Each field a type needs, left out, is named; a field of another type is ignored.
+        let needed = [
+            ("book_downloaded", "user_id"),
+            ("book_purchased", "purchase_id"),
+            ("book_purchased", "price"),
+            ("book_reviewed", "review_id"),
+            ("book_reviewed", "length"),
+            ("book_rated", "rating"),
+            ("book_rated", "user_id"),
+        ];
+        for (kind, field) in needed {
+            let e = events
+                .iter()
+                .find(|e| e.type_name() == kind)
+                .expect("an event of each type");
+            let mut v: serde_json::Value = serde_json::from_slice(&e.encode()).expect("json");
+            v.as_object_mut().expect("object").remove(field);
+            let err = Event::decode(v.to_string().as_bytes()).expect_err(field);
+            assert!(err.contains(field), "{kind} without {field}: {err}");
+        }
+        let extra = r#"{"type":"book_viewed","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T12:00:00Z","book_id":1,"rating":3,"source":"web"}"#;
+        assert_eq!(
+            Event::decode(extra.as_bytes()).expect("decodes").book_id(),
+            BookId(1)
+        );
+        let null_user = r#"{"type":"book_downloaded","event_id":"01936f0e-7b1a-7cc0-8000-000000000001","occurred_at":"2026-03-01T12:00:00Z","book_id":1,"user_id":null}"#;
+        assert!(Event::decode(null_user.as_bytes()).is_err());
     }
 }
