@@ -94,13 +94,17 @@ pub enum Event {
 
 /// The `type` tag.
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
 enum Kind {
-    BookViewed,
-    BookDownloaded,
-    BookPurchased,
-    BookReviewed,
-    BookRated,
+    #[serde(rename = "book_viewed")]
+    Viewed,
+    #[serde(rename = "book_downloaded")]
+    Downloaded,
+    #[serde(rename = "book_purchased")]
+    Purchased,
+    #[serde(rename = "book_reviewed")]
+    Reviewed,
+    #[serde(rename = "book_rated")]
+    Rated,
 }
 
 /// Every field of every event, read in one pass; [`Wire::into_event`] then takes the
@@ -138,19 +142,19 @@ impl Wire {
             ..
         } = self;
         Ok(match self.kind {
-            Kind::BookViewed => Event::BookViewed {
+            Kind::Viewed => Event::BookViewed {
                 event_id,
                 occurred_at,
                 book_id,
                 user_id,
             },
-            Kind::BookDownloaded => Event::BookDownloaded {
+            Kind::Downloaded => Event::BookDownloaded {
                 event_id,
                 occurred_at,
                 book_id,
                 user_id: needs(user_id, "user_id")?,
             },
-            Kind::BookPurchased => Event::BookPurchased {
+            Kind::Purchased => Event::BookPurchased {
                 event_id,
                 occurred_at,
                 book_id,
@@ -158,7 +162,7 @@ impl Wire {
                 purchase_id: needs(self.purchase_id, "purchase_id")?,
                 price: needs(self.price, "price")?,
             },
-            Kind::BookReviewed => Event::BookReviewed {
+            Kind::Reviewed => Event::BookReviewed {
                 event_id,
                 occurred_at,
                 book_id,
@@ -167,7 +171,7 @@ impl Wire {
                 length: needs(self.length, "length")?,
                 old_length: self.old_length,
             },
-            Kind::BookRated => Event::BookRated {
+            Kind::Rated => Event::BookRated {
                 event_id,
                 occurred_at,
                 book_id,

@@ -135,10 +135,10 @@ fn text(v: Value<'_>) -> Option<&[u8]> {
 
 fn kind(s: &[u8]) -> Option<Kind> {
     Some(match s {
-        b"book_viewed" => Kind::BookViewed,
-        b"book_downloaded" => Kind::BookDownloaded,
-        b"book_reviewed" => Kind::BookReviewed,
-        b"book_rated" => Kind::BookRated,
+        b"book_viewed" => Kind::Viewed,
+        b"book_downloaded" => Kind::Downloaded,
+        b"book_reviewed" => Kind::Reviewed,
+        b"book_rated" => Kind::Rated,
         _ => return None,
     })
 }
@@ -180,7 +180,7 @@ pub(super) fn read(bytes: &[u8]) -> Option<Wire> {
     let mut seen = 0u16;
     let (mut kind_, mut event_id, mut occurred_at, mut book_id) = (None, None, None, None);
     let mut w = Wire {
-        kind: Kind::BookViewed,
+        kind: Kind::Viewed,
         event_id: EventId(uuid::Uuid::nil()),
         occurred_at: DateTime::<Utc>::MIN_UTC,
         book_id: BookId(0),
