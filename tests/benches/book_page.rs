@@ -16,7 +16,8 @@
 //! `FOLIO_BENCH_SECONDS` each; the server's CPU time per request comes from its
 //! `/proc/<pid>/stat` before and after each run. Then an open-loop generator in this
 //! process (never the server's) sends book views at half the best book-page rate, each at
-//! its scheduled moment whatever the answers before it, over 16 keep-alive connections, and
+//! its scheduled moment whatever the answers before it, over 16 keep-alive connections (each
+//! request written and its answer read by hand, so the generator costs little), and
 //! times each from that moment (so a stall counts for every request it delays): p50/p99.
 //! Last, the curve: the catalog grown to each `FOLIO_BENCH_CATALOG` size (rows copied from
 //! the first book with `sqlite3` while the server is stopped), requests at random ids over
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use folio_tests::bench::{best, cpu_of, env_or, load_average, summary};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ADMIN_EMAIL: &str = "admin@folio.local";
 const ADMIN_PASSWORD: &str = "bench-admin-password";
@@ -374,16 +376,25 @@ async fn open_loop(url: &str, rate: f64, seconds: u64) -> anyhow::Result<OpenLoo
     ensure!(total > 0, "a rate of {rate} req/s sends nothing");
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
-    let url: Arc<str> = url.into();
+    // A request written by hand and its answer read by hand: the generator must cost far
+    // less than the server, or it, not the server, sets the latency (an HTTP client
+    // library cost about as much per request as the page itself).
+    let (host, path) = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .with_context(|| format!("{url} is not http://host/path"))?;
+    let request: Arc<[u8]> = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+        .into_bytes()
+        .into();
+    let page: Arc<str> = format!("{host}/{path}").into();
+    let host: Arc<str> = host.into();
     let mut tasks = Vec::new();
     for k in 0..CONNECTIONS {
-        let url = url.clone();
+        let (host, page, request) = (host.clone(), page.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .http1_only()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(10))
-                .build()?;
+            let mut conn = tokio::net::TcpStream::connect(&*host).await?;
+            conn.set_nodelay(true)?;
+            let mut buf = Vec::with_capacity(4096);
             let give_up = start + interval * total as u32 + Duration::from_secs(30);
             let mut latencies = Vec::with_capacity(total / CONNECTIONS + 1);
             for j in (k..total).step_by(CONNECTIONS) {
@@ -393,9 +404,12 @@ async fn open_loop(url: &str, rate: f64, seconds: u64) -> anyhow::Result<OpenLoo
                     tokio::time::Instant::now() < give_up,
                     "the server fell behind by 30 s"
                 );
-                let r = client.get(&*url).send().await?;
-                ensure!(r.status() == 200, "{url}: {}", r.status());
-                r.bytes().await?;
+                conn.write_all(&request).await?;
+                let status =
+                    tokio::time::timeout(Duration::from_secs(10), answer(&mut conn, &mut buf))
+                        .await
+                        .context("no answer within 10 s")??;
+                ensure!(status == 200, "{page}: {status}");
                 latencies.push(due.elapsed().as_secs_f64() * 1000.0);
             }
             anyhow::Ok(latencies)
@@ -415,4 +429,37 @@ async fn open_loop(url: &str, rate: f64, seconds: u64) -> anyhow::Result<OpenLoo
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
     })
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` (as folio's pages have) from `conn`;
+/// returns its status.
+async fn answer(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+    buf.clear();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])?;
+            let status: u16 = head.split(' ').nth(1).context("no status line")?.parse()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .context("an answer without Content-Length")?;
+            let whole = end + 4 + length;
+            while buf.len() < whole {
+                ensure!(
+                    conn.read_buf(buf).await? > 0,
+                    "the server closed the connection"
+                );
+            }
+            ensure!(buf.len() == whole, "bytes past the answer to one request");
+            return Ok(status);
+        }
+        ensure!(
+            conn.read_buf(buf).await? > 0,
+            "the server closed the connection"
+        );
+    }
 }
