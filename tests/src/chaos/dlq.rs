@@ -81,14 +81,22 @@ pub async fn read_topic(
             }
             Ok(ConsumerEvent::Idle) => {
                 idles += 1;
-                let all = assigned.len() == topic.partitions() as usize;
-                let caught_up = assigned
-                    .iter()
-                    .all(|tp| position.get(tp).is_some_and(|(next, hw)| next >= hw));
-                // A partition that never had a record sends no batch: accept the member's
-                // repeated word that everything is caught up.
-                if all && (caught_up && idles >= 2 || idles >= 6) {
-                    break;
+                if assigned.len() != topic.partitions() as usize || idles < 2 {
+                    continue;
+                }
+                // Caught up as the bus says now, not as batches or idleness said: on a
+                // loaded cluster a slow first fetch looks idle while records wait (a
+                // partition that never had a record has a high watermark of 0).
+                let parts: Vec<TopicPartition> = assigned.iter().copied().collect();
+                match consumer.high_watermarks(&parts).await {
+                    Ok(hws) if hws.len() == parts.len() => {
+                        let read_to = |tp: &TopicPartition| position.get(tp).map_or(0, |p| p.0);
+                        if hws.iter().all(|(tp, hw)| read_to(tp) >= *hw) {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("chaos: reading {topic}: its high watermarks: {e}"),
                 }
             }
             Err(e) => {
