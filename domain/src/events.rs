@@ -409,6 +409,79 @@ pub mod rfc3339 {
     }
 }
 
+/// One event of every type and optional-field case, for the tests of both readers.
+#[cfg(test)]
+pub(crate) fn samples() -> Vec<Event> {
+    use crate::money::Currency;
+    let at = DateTime::parse_from_rfc3339("2026-03-01T12:00:30.250Z")
+        .expect("valid")
+        .with_timezone(&Utc);
+    let meta = EventMeta::new(at);
+    let (event_id, occurred_at, book_id, user_id) = (meta.event_id, at, BookId(5), UserId(9));
+    vec![
+        Event::BookViewed {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id: Some(user_id),
+        },
+        Event::BookViewed {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id: None,
+        },
+        Event::BookDownloaded {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+        },
+        Event::BookPurchased {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            purchase_id: PurchaseId(3),
+            price: Money::new(250, Currency::parse("EUR").expect("valid")),
+        },
+        Event::BookReviewed {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            review_id: ReviewId(4),
+            length: 120,
+            old_length: Some(80),
+        },
+        Event::BookReviewed {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            review_id: ReviewId(4),
+            length: 120,
+            old_length: None,
+        },
+        Event::BookRated {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            rating: 4,
+            old_rating: Some(2),
+        },
+        Event::BookRated {
+            event_id,
+            occurred_at,
+            book_id,
+            user_id,
+            rating: 4,
+            old_rating: None,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,70 +539,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_and_each_type_needs_its_own_fields() {
-        let meta = EventMeta::new(at());
-        let (event_id, occurred_at, book_id, user_id) = (meta.event_id, at(), BookId(5), UserId(9));
-        let events = [
-            Event::BookViewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id: Some(user_id),
-            },
-            Event::BookViewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id: None,
-            },
-            Event::BookDownloaded {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-            },
-            Event::BookPurchased {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                purchase_id: PurchaseId(3),
-                price: Money::new(250, Currency::parse("EUR").expect("valid")),
-            },
-            Event::BookReviewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                review_id: ReviewId(4),
-                length: 120,
-                old_length: Some(80),
-            },
-            Event::BookReviewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                review_id: ReviewId(4),
-                length: 120,
-                old_length: None,
-            },
-            Event::BookRated {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                rating: 4,
-                old_rating: Some(2),
-            },
-            Event::BookRated {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                rating: 4,
-                old_rating: None,
-            },
-        ];
+        let events = samples();
         for e in &events {
             assert_eq!(&Event::decode(&e.encode()).expect("decodes"), e);
         }

@@ -279,51 +279,11 @@ mod tests {
 
     /// Records of every type this reader takes, as folio writes them.
     fn written() -> Vec<String> {
-        let at = DateTime::parse_from_rfc3339("2026-03-01T12:00:30.250Z")
-            .expect("valid")
-            .with_timezone(&Utc);
-        let meta = crate::events::EventMeta::new(at);
-        let (event_id, occurred_at, book_id, user_id) = (meta.event_id, at, BookId(5), UserId(9));
-        [
-            Event::BookViewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id: Some(user_id),
-            },
-            Event::BookViewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id: None,
-            },
-            Event::BookDownloaded {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-            },
-            Event::BookReviewed {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                review_id: ReviewId(4),
-                length: 120,
-                old_length: Some(80),
-            },
-            Event::BookRated {
-                event_id,
-                occurred_at,
-                book_id,
-                user_id,
-                rating: 4,
-                old_rating: None,
-            },
-        ]
-        .iter()
-        .map(|e| String::from_utf8(e.encode()).expect("utf8"))
-        .collect()
+        crate::events::samples()
+            .iter()
+            .filter(|e| !matches!(e, Event::BookPurchased { .. }))
+            .map(|e| String::from_utf8(e.encode()).expect("utf8"))
+            .collect()
     }
 
     /// Other forms of `json`: spaced, reordered, with odd values put in.
